@@ -1,0 +1,27 @@
+import js from "@eslint/js";
+import ts from "typescript-eslint";
+import svelte from "eslint-plugin-svelte";
+import globals from "globals";
+
+export default ts.config(
+  { ignores: ["dist/", "build/", "node_modules/", "test-results/", "playwright-report/"] },
+  js.configs.recommended,
+  ...ts.configs.recommended,
+  ...svelte.configs.recommended,
+  {
+    languageOptions: { globals: { ...globals.browser, ...globals.node } },
+    rules: {
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "no-empty-pattern": "off",
+    },
+  },
+  {
+    files: ["**/*.svelte", "**/*.svelte.ts"],
+    languageOptions: { parserOptions: { parser: ts.parser, extraFileExtensions: [".svelte"] } },
+  },
+  {
+    // The session's Sets/URLs/Dates are private plumbing, never rendered: reactivity would be waste.
+    files: ["src/app/session.svelte.ts"],
+    rules: { "svelte/prefer-svelte-reactivity": "off" },
+  },
+);

@@ -1,0 +1,178 @@
+/**
+ * Imports a raw disk image into an image repository (format: src/engine/repo-format.ts).
+ *
+ *   tsx scripts/import-image.ts --image disk.img --repo build/repo --name default \
+ *       [--description text] [--chunk-size 65536] [--bios-dir dir]
+ *
+ * Chunks are written once under their content hash, gzip'd only when that saves space, and
+ * all-zero chunks are not stored at all. Re-importing unchanged input rewrites nothing.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { copyFile, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { gzipSync } from "node:zlib";
+import {
+  DEFAULT_CHUNK_SIZE,
+  FORMAT,
+  FORMAT_VERSION,
+  chunkPath,
+  isValidImageName,
+  manifestPath,
+  type ChunkRef,
+  type DiskManifest,
+} from "../src/engine/repo-format.ts";
+
+export interface ImportOptions {
+  image: string;
+  repo: string;
+  name: string;
+  description?: string;
+  chunkSize?: number;
+  /** Folder holding seabios.bin and vgabios.bin, copied to the repository's bios/. */
+  biosDir?: string;
+}
+
+export interface ImportResult {
+  manifest: DiskManifest;
+  /** Chunk files this import wrote (the rest were already in the repository). */
+  written: number;
+  unchanged: boolean;
+}
+
+/** Only worth compressing when it saves at least this share of the chunk. */
+const MIN_SAVING = 0.1;
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Writes through a temporary name so a reader never sees half a file. */
+async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
+}
+
+/** Reads a file in fixed-size pieces (the last may be short). */
+async function* pieces(path: string, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer = Buffer.alloc(0);
+  for await (const data of createReadStream(path, { highWaterMark: size })) {
+    pending = pending.length ? Buffer.concat([pending, data as Buffer]) : (data as Buffer);
+    while (pending.length >= size) {
+      yield pending.subarray(0, size);
+      pending = pending.subarray(size);
+    }
+  }
+  if (pending.length) yield pending;
+}
+
+export async function importImage(options: ImportOptions): Promise<ImportResult> {
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  if (!isValidImageName(options.name)) throw new Error(`"${options.name}" is not a valid image name`);
+  const { size } = await stat(options.image);
+  if (size === 0 || size % 512 !== 0) throw new Error(`${options.image}: size ${size} is not a multiple of 512`);
+  await mkdir(join(options.repo, "chunks"), { recursive: true });
+  await mkdir(join(options.repo, "images"), { recursive: true });
+
+  const whole = createHash("sha256");
+  const chunks: (ChunkRef | null)[] = [];
+  const stored = new Map<string, number>();
+  let written = 0;
+  for await (const piece of pieces(options.image, chunkSize)) {
+    whole.update(piece);
+    if (piece.every((b) => b === 0)) {
+      chunks.push(null);
+      continue;
+    }
+    const hash = createHash("sha256").update(piece).digest("hex");
+    const gz = gzipSync(piece, { level: 9 });
+    const ref = gz.length <= piece.length * (1 - MIN_SAVING) ? `${hash}.gz` : hash;
+    chunks.push(ref);
+    if (stored.has(ref)) continue;
+    const body = ref.endsWith(".gz") ? gz : piece;
+    stored.set(ref, body.length);
+    const path = join(options.repo, chunkPath(ref));
+    if (!(await exists(path))) {
+      await writeAtomic(path, body);
+      written++;
+    }
+  }
+
+  const manifest: DiskManifest = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    kind: "image",
+    name: options.name,
+    description: options.description ?? "",
+    created: new Date().toISOString(),
+    size,
+    chunkSize,
+    chunks,
+    sha256: whole.digest("hex"),
+    storedBytes: [...stored.values()].reduce((a, b) => a + b, 0),
+  };
+  const path = join(options.repo, manifestPath("image", options.name));
+  // Keep the old manifest (and its `created`) when the content is the same, so caches stay valid.
+  const previous = await readFile(path, "utf8").then(
+    (text) => JSON.parse(text) as DiskManifest,
+    () => null,
+  );
+  const unchanged = previous !== null && previous.sha256 === manifest.sha256 && previous.chunkSize === chunkSize &&
+    previous.description === manifest.description;
+  if (unchanged) manifest.created = previous.created;
+  else await writeAtomic(path, JSON.stringify(manifest) + "\n");
+
+  if (options.biosDir) {
+    await mkdir(join(options.repo, "bios"), { recursive: true });
+    for (const file of ["seabios.bin", "vgabios.bin"]) {
+      await copyFile(join(options.biosDir, file), join(options.repo, "bios", file));
+    }
+  }
+  return { manifest, written, unchanged };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      image: { type: "string" },
+      repo: { type: "string" },
+      name: { type: "string" },
+      description: { type: "string" },
+      "chunk-size": { type: "string" },
+      "bios-dir": { type: "string" },
+    },
+  });
+  if (!values.image || !values.repo || !values.name) {
+    console.error("usage: import-image --image FILE --repo DIR --name NAME [--description TEXT] [--chunk-size N] [--bios-dir DIR]");
+    process.exit(2);
+  }
+  const started = performance.now();
+  const result = await importImage({
+    image: values.image,
+    repo: values.repo,
+    name: values.name,
+    description: values.description,
+    chunkSize: values["chunk-size"] ? Number(values["chunk-size"]) : undefined,
+    biosDir: values["bios-dir"],
+  });
+  const m = result.manifest;
+  const zero = m.chunks.filter((c) => c === null).length;
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  console.log(
+    `image "${m.name}": ${mib(m.size)} MiB, ${m.chunks.length} chunks (${zero} zero), ` +
+      `${mib(m.storedBytes)} MiB stored, ${result.written} new chunk files, ` +
+      `${result.unchanged ? "manifest unchanged" : "manifest written"} in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+  );
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err: unknown) => {
+    console.error(`import-image: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  });
+}

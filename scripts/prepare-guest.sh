@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds the guest disk image (if its inputs changed) and imports it into the local image
+# repository that the app and the tests serve. Fast when everything is up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build-image.sh
+npx tsx scripts/import-image.ts --image build/guest/disk.img --repo build/repo --name default \
+  --description "Debian 12 kernel, busybox userland" --bios-dir build/guest

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Sandglass needs on this machine, if any is missing:
+# the guest image tools (build-image.sh) and Chromium (end-to-end tests, benchmarks).
+# Usage: scripts/system-deps.sh [image|browser|all]   (default: all)
+set -euo pipefail
+want=${1:-all}
+
+declare -A cmd_pkg=(
+  [mkfs.vfat]=dosfstools [mcopy]=mtools [mke2fs]=e2fsprogs [sfdisk]=fdisk
+  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux
+)
+missing=()
+if [[ $want == image || $want == all ]]; then
+  for c in "${!cmd_pkg[@]}"; do command -v "$c" >/dev/null 2>&1 || missing+=("${cmd_pkg[$c]}"); done
+  [[ -f /usr/share/seabios/bios.bin ]] || missing+=(seabios)
+  [[ -f /usr/lib/syslinux/mbr/mbr.bin ]] || missing+=(syslinux-common)
+fi
+if [[ $want == browser || $want == all ]]; then
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+fi
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [[ $(id -u) -ne 0 ]]; then
+  echo "Sandglass needs these Debian packages: ${missing[*]}" >&2
+  echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "Installing Debian packages: ${missing[*]}"
+# The guest kernel and busybox are i386 packages, fetched later by build-image.sh.
+dpkg --print-foreign-architectures | grep -qx i386 || dpkg --add-architecture i386
+# A mirror that is mid-sync can fail one index; the packages we need are still found.
+apt-get update -q || echo "apt-get update reported errors; continuing" >&2
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,33 @@
+/**
+ * `npm start`'s server: the built app and the image repository on 127.0.0.1.
+ *   tsx server/main.ts --repo build/repo --app dist [--port 8080]
+ */
+import { existsSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { startServer } from "./repo-server.ts";
+
+const { values } = parseArgs({
+  options: {
+    repo: { type: "string", default: "build/repo" },
+    app: { type: "string", default: "dist" },
+    port: { type: "string", default: "8080" },
+  },
+});
+
+for (const [what, dir] of [["repository", values.repo], ["app", values.app]] as const) {
+  if (!existsSync(dir)) {
+    console.error(`sandglass: the ${what} folder "${dir}" does not exist (run \`npm start\`, which builds it).`);
+    process.exit(1);
+  }
+}
+
+const server = await startServer({ repoRoot: values.repo, appRoot: values.app, port: Number(values.port) }).catch(
+  (err: unknown) => {
+    console.error(`sandglass: could not listen on 127.0.0.1:${values.port}: ${String(err)}`);
+    process.exit(1);
+  },
+);
+console.log(`Sandglass is running at ${server.url}  (Ctrl+C to stop)`);
+const stop = () => void server.close().then(() => process.exit(0));
+process.on("SIGINT", stop);
+process.on("SIGTERM", stop);

@@ -1,0 +1,241 @@
+/**
+ * One running machine on the page: opens its disk in the worker, starts v86 on it (resuming its
+ * newest checkpoint when it has one), takes checkpoints, rewinds, and exposes reactive state for
+ * the UI. Components call its actions; they never touch the worker or v86.
+ */
+import type { V86 } from "v86";
+import { DiskBridge } from "../bridge/disk-bridge.ts";
+import type { TransferStats } from "../engine/chunk-source.ts";
+import type { CheckpointSummary, MachineInfo, Timeline } from "../engine/disk-service.ts";
+import type { Point } from "../engine/store-format.ts";
+import { V86DiskAdapter } from "../vm/disk-adapter.ts";
+import { startMachine } from "../vm/machine.ts";
+import type { Route } from "./route.ts";
+
+export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
+
+/** While the guest is active, a checkpoint is taken this often. */
+export const AUTO_CHECKPOINT_MS = 5000;
+
+const describe = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** Renders a thumbnail of what the person sees (a data URL), or undefined if nothing to show. */
+export type ThumbnailSource = () => string | undefined;
+
+export class Session {
+  status = $state<Status>("opening");
+  error = $state<string | null>(null);
+  notice = $state<string | null>(null);
+  machine = $state<MachineInfo | null>(null);
+  timeline = $state<Timeline | null>(null);
+  transfer = $state<TransferStats>({ networkChunks: 0, networkBytes: 0, cacheChunks: 0, cacheBytes: 0, zeroChunks: 0 });
+  /** Main-thread pause of the last checkpoint (ms) and bytes it added, for the status bar. */
+  lastCheckpoint = $state<{ pauseMs: number; storedBytes: number } | null>(null);
+
+  private bridge: DiskBridge | undefined;
+  private emulator: V86 | undefined;
+  private disk: V86DiskAdapter | undefined;
+  private screen: HTMLElement | undefined;
+  private serialListeners = new Set<(bytes: Uint8Array) => void>();
+  private serialClearers = new Set<(banner?: string) => void>();
+  private thumbnail: ThumbnailSource | undefined;
+  private activity = 0;
+  private activityAtLastCheckpoint = 0;
+  private checkpointing: Promise<unknown> = Promise.resolve();
+  private autoTimer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    private readonly route: Route,
+    private readonly repo: string,
+  ) {}
+
+  /** Subscribes to guest serial output; `clear` empties the terminal (with an optional banner). */
+  onSerial(listener: (bytes: Uint8Array) => void, clear: (banner?: string) => void): () => void {
+    this.serialListeners.add(listener);
+    this.serialClearers.add(clear);
+    return () => {
+      this.serialListeners.delete(listener);
+      this.serialClearers.delete(clear);
+    };
+  }
+
+  setThumbnailSource(source: ThumbnailSource): void {
+    this.thumbnail = source;
+  }
+
+  /** Sends keystrokes to the guest's serial console. */
+  sendSerial(text: string): void {
+    this.activity++;
+    this.emulator?.serial0_send(text);
+  }
+
+  async start(screen: HTMLElement): Promise<void> {
+    this.screen = screen;
+    try {
+      this.bridge = new DiskBridge();
+      await this.bridge.listen(
+        (stats) => (this.transfer = stats),
+        (message) => this.fail(message),
+      );
+      const info = await this.bridge.api.open({ repo: this.repo, kind: this.route.kind, name: this.route.name });
+      this.machine = info;
+      let initialState: ArrayBuffer | undefined;
+      if (info.resume) {
+        this.status = "resuming";
+        const { state } = await this.bridge.api.restoreCheckpoint(info.resume.id);
+        initialState = state.buffer as ArrayBuffer;
+      }
+      this.launch(initialState);
+      this.status = initialState ? "running" : "booting";
+      this.autoTimer = setInterval(() => void this.autoCheckpoint(), AUTO_CHECKPOINT_MS);
+      // Best effort: make the last writes durable when the tab goes away.
+      addEventListener("pagehide", () => void this.bridge?.api.flush());
+      await this.refreshTimeline();
+    } catch (err) {
+      this.fail(describe(err));
+    }
+  }
+
+  private launch(initialState?: ArrayBuffer): void {
+    const api = this.bridge!.api;
+    const info = this.machine!;
+    this.disk = new V86DiskAdapter(
+      {
+        read: (offset, length) => api.read(offset, length),
+        write: (offset, data) => {
+          this.activity++;
+          return api.write(offset, data);
+        },
+      },
+      { size: info.size, chunkSize: info.chunkSize, onError: (err) => this.fail(describe(err)) },
+    );
+    this.emulator = startMachine({
+      screen: this.screen!,
+      disk: this.disk,
+      biosUrl: new URL("bios/seabios.bin", this.repo).href,
+      vgaBiosUrl: new URL("bios/vgabios.bin", this.repo).href,
+      ...(initialState ? { initialState } : {}),
+      onSerial: (bytes) => {
+        if (this.status === "booting") this.status = "running";
+        for (const l of this.serialListeners) l(bytes);
+      },
+    });
+  }
+
+  // ── checkpoints ─────────────────────────────────────────────────────────────────────────────
+
+  /** Saves RAM, CPU, devices and the disk point; the person's button and the timer both use it. */
+  checkpoint(auto = false): Promise<CheckpointSummary | undefined> {
+    const run = this.checkpointing.then(() => this.takeCheckpoint(auto));
+    this.checkpointing = run.catch(() => undefined);
+    return run;
+  }
+
+  private async takeCheckpoint(auto: boolean): Promise<CheckpointSummary | undefined> {
+    const api = this.bridge?.api;
+    const emulator = this.emulator;
+    if (!api || !emulator || this.status !== "running") return undefined;
+    // Same task as save_state(): the worker answers with the point after exactly the writes
+    // v86 issued before the state was taken.
+    const point = api.pointNow();
+    const started = performance.now();
+    const state = await emulator.save_state();
+    const pauseMs = performance.now() - started;
+    this.activityAtLastCheckpoint = this.activity;
+    const thumbnail = this.thumbnail?.();
+    try {
+      const saved = await api.saveCheckpoint(await point, new Uint8Array(state), {
+        auto,
+        ...(thumbnail ? { thumbnail } : {}),
+      });
+      this.lastCheckpoint = { pauseMs, storedBytes: saved.storedBytes };
+      await this.refreshTimeline();
+      return saved;
+    } catch (err) {
+      this.notice = `Checkpoint not saved: ${describe(err)}`;
+      return undefined;
+    }
+  }
+
+  private async autoCheckpoint(): Promise<void> {
+    if (this.status === "running" && this.activity !== this.activityAtLastCheckpoint) await this.checkpoint(true);
+  }
+
+  /** Sets a named bookmark at the disk's current point. */
+  async bookmark(name: string): Promise<void> {
+    await this.bridge?.api.bookmark(name);
+    await this.refreshTimeline();
+  }
+
+  // ── rewinds ─────────────────────────────────────────────────────────────────────────────────
+
+  /** Puts the whole machine back at a checkpoint; it keeps running from there. */
+  async rewindTo(checkpoint: CheckpointSummary): Promise<void> {
+    await this.whileStopped("rewinding", async (api, emulator, disk) => {
+      const { state } = await api.restoreCheckpoint(checkpoint.id);
+      disk.invalidate();
+      await emulator.restore_state(state.buffer as ArrayBuffer);
+      this.banner(`rewound to checkpoint of ${new Date(checkpoint.time).toLocaleTimeString()}`);
+    });
+  }
+
+  /** Puts the disk alone back at `point` and cold-boots on it, as after a power loss. */
+  async rewindDisk(point: Point, label: string): Promise<void> {
+    await this.whileStopped("rewinding", async (api, emulator, disk) => {
+      await api.seekDisk(point);
+      disk.invalidate();
+      emulator.restart();
+      this.banner(`disk rewound to ${label}; cold boot`);
+    });
+    this.status = "booting";
+  }
+
+  /** Throws away every change to this machine and reboots it from the repository image. */
+  async resetToImage(): Promise<void> {
+    await this.whileStopped("resetting", async (api, emulator, disk) => {
+      await api.resetToImage();
+      disk.invalidate();
+      emulator.restart();
+      this.banner("reset to image; cold boot");
+    });
+    this.status = "booting";
+  }
+
+  private async whileStopped(
+    status: Status,
+    action: (api: DiskBridge["api"], emulator: V86, disk: V86DiskAdapter) => Promise<void>,
+  ): Promise<void> {
+    const api = this.bridge?.api;
+    const emulator = this.emulator;
+    const disk = this.disk;
+    if (!api || !emulator || !disk) return;
+    await this.checkpointing;
+    this.status = status;
+    try {
+      await emulator.stop();
+      await action(api, emulator, disk);
+      await emulator.run();
+      this.activityAtLastCheckpoint = this.activity;
+      this.status = "running";
+      await this.refreshTimeline();
+    } catch (err) {
+      this.fail(describe(err));
+    }
+  }
+
+  private banner(text: string): void {
+    for (const clear of this.serialClearers) clear(text);
+  }
+
+  async refreshTimeline(): Promise<void> {
+    if (this.bridge) this.timeline = await this.bridge.api.timeline();
+  }
+
+  /** Stops the machine and says why; nothing stored is touched. */
+  fail(message: string): void {
+    this.error = message;
+    this.status = "error";
+    clearInterval(this.autoTimer);
+    void this.emulator?.stop();
+  }
+}

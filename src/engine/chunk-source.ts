@@ -1,0 +1,222 @@
+/**
+ * Copy-on-read base disk: a repository image's chunks, served from memory, then IndexedDB, then the
+ * network (verified by SHA-256 before anything is stored or shown to the guest).
+ */
+import { ByteLru } from "./lru.ts";
+import type { LocalStore } from "./local-store.ts";
+import {
+  chunkHash,
+  chunkLength,
+  chunkPath,
+  isCompressed,
+  manifestPath,
+  parseManifest,
+  type DiskManifest,
+} from "./repo-format.ts";
+import type { MachineSource } from "./store-format.ts";
+
+/** Chunks kept decoded in the worker's memory, so read-modify-write and re-reads skip IndexedDB. */
+const MEMORY_BUDGET = 32 * 1024 * 1024;
+/** How many chunks ahead a sequential reader is prefetched. */
+const PREFETCH_AHEAD = 8;
+/** Attempts per chunk before a network failure is reported (with backoff between them). */
+const FETCH_ATTEMPTS = 4;
+
+/** The repository served bytes that do not hash to the chunk's name. */
+export class IntegrityError extends Error {
+  constructor(
+    readonly chunkIndex: number,
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(
+      `Disk chunk ${chunkIndex} failed verification: expected SHA-256 ${expected.slice(0, 12)}…, ` +
+        `got ${actual.slice(0, 12)}…. The repository's copy is corrupt; it was refused and never reached the guest.`,
+    );
+    this.name = "IntegrityError";
+  }
+}
+
+/** The repository could not be reached or answered with an error. */
+export class RepositoryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RepositoryError";
+  }
+}
+
+/** Counters the page shows while blocks stream in. */
+export interface TransferStats {
+  networkChunks: number;
+  /** Bytes as sent on the wire (compressed where the repository compressed them). */
+  networkBytes: number;
+  cacheChunks: number;
+  cacheBytes: number;
+  zeroChunks: number;
+}
+
+export type Fetch = (input: string, init?: RequestInit) => Promise<Response>;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function sha256Hex(data: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function gunzip(data: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** The manifest URL of a machine's source inside its repository. */
+export function manifestUrl(source: MachineSource): string {
+  return new URL(manifestPath(source.kind, source.name), source.repo).href;
+}
+
+/**
+ * Loads a manifest: the network's copy when reachable (and remembered), else the last good copy,
+ * so a machine whose chunks are all local opens offline.
+ */
+export async function loadManifest(store: LocalStore, source: MachineSource, fetchFn: Fetch): Promise<DiskManifest> {
+  const url = manifestUrl(source);
+  let response: Response;
+  try {
+    response = await fetchFn(url, { cache: "no-cache" });
+  } catch (err) {
+    const cached = await store.getManifest(url);
+    if (cached) return cached.manifest;
+    throw new RepositoryError(`Could not reach the image repository for ${source.kind} "${source.name}" (${String(err)}).`);
+  }
+  if (response.status === 404) {
+    throw new RepositoryError(`No ${source.kind} named "${source.name}" in the repository ${source.repo}.`);
+  }
+  if (!response.ok) {
+    const cached = await store.getManifest(url);
+    if (cached) return cached.manifest;
+    throw new RepositoryError(`The repository answered HTTP ${response.status} for ${source.kind} "${source.name}".`);
+  }
+  let json: unknown;
+  try {
+    json = await response.json();
+  } catch {
+    throw new RepositoryError(`The manifest of ${source.kind} "${source.name}" is not valid JSON (truncated or corrupt).`);
+  }
+  const manifest = parseManifest(json);
+  await store.putManifest({ url, manifest, fetched: Date.now() });
+  return manifest;
+}
+
+export class ChunkSource {
+  readonly stats: TransferStats = { networkChunks: 0, networkBytes: 0, cacheChunks: 0, cacheBytes: 0, zeroChunks: 0 };
+  private readonly memory = new ByteLru<string>(MEMORY_BUDGET);
+  private readonly inflight = new Map<string, Promise<Uint8Array>>();
+  private readonly zero: Uint8Array;
+  private lastRead = -2;
+
+  constructor(
+    readonly manifest: DiskManifest,
+    private readonly repoBase: string,
+    private readonly store: LocalStore,
+    private readonly fetchFn: Fetch,
+  ) {
+    this.zero = new Uint8Array(manifest.chunkSize);
+  }
+
+  get chunkSize(): number {
+    return this.manifest.chunkSize;
+  }
+
+  get chunkCount(): number {
+    return this.manifest.chunks.length;
+  }
+
+  /**
+   * Chunk `index`'s content (read-only: callers copy before changing it). Sequential callers get
+   * the next chunks prefetched in the background.
+   */
+  async get(index: number): Promise<Uint8Array> {
+    if (index === this.lastRead + 1) this.prefetch(index + 1, PREFETCH_AHEAD);
+    this.lastRead = index;
+    return this.load(index);
+  }
+
+  /** Starts fetching chunks [from, from+count) that are not local yet; never throws. */
+  prefetch(from: number, count: number): void {
+    const end = Math.min(from + count, this.chunkCount);
+    for (let i = from; i < end; i++) {
+      const ref = this.manifest.chunks[i];
+      if (ref && !this.memory.has(chunkHash(ref))) this.load(i).catch(() => undefined);
+    }
+  }
+
+  private load(index: number): Promise<Uint8Array> {
+    const ref = this.manifest.chunks[index];
+    if (ref === undefined) throw new RangeError(`chunk ${index} is outside the disk`);
+    if (ref === null) {
+      this.stats.zeroChunks++;
+      const length = chunkLength(this.manifest, index);
+      return Promise.resolve(length === this.zero.length ? this.zero : this.zero.subarray(0, length));
+    }
+    const hash = chunkHash(ref);
+    const hot = this.memory.get(hash);
+    if (hot) return Promise.resolve(hot);
+    // Concurrent readers of one chunk (or of two chunks with equal content) share one load.
+    let pending = this.inflight.get(hash);
+    if (!pending) {
+      pending = this.loadCold(index, ref, hash).finally(() => this.inflight.delete(hash));
+      this.inflight.set(hash, pending);
+    }
+    return pending;
+  }
+
+  private async loadCold(index: number, ref: string, hash: string): Promise<Uint8Array> {
+    const local = await this.store.getChunk(hash);
+    if (local) {
+      this.stats.cacheChunks++;
+      this.stats.cacheBytes += local.byteLength;
+      this.memory.set(hash, local);
+      return local;
+    }
+    const data = await this.fetchVerified(index, ref, hash);
+    this.memory.set(hash, data);
+    // A full quota must not stop the guest: the chunk is still served from memory.
+    await this.store.putChunk(hash, data).catch(() => undefined);
+    return data;
+  }
+
+  private async fetchVerified(index: number, ref: string, hash: string): Promise<Uint8Array> {
+    const url = new URL(chunkPath(ref), this.repoBase).href;
+    let lastError: unknown;
+    for (let attempt = 0; attempt < FETCH_ATTEMPTS; attempt++) {
+      if (attempt > 0) await sleep(250 * 2 ** attempt);
+      let wire: Uint8Array;
+      try {
+        // After a bad copy, bypass any HTTP cache that may hold it.
+        const response = await this.fetchFn(url, attempt > 0 ? { cache: "reload" } : {});
+        if (!response.ok) {
+          lastError = new RepositoryError(`The repository answered HTTP ${response.status} for disk chunk ${index}.`);
+          if (response.status === 404) break;
+          continue;
+        }
+        wire = new Uint8Array(await response.arrayBuffer());
+      } catch (err) {
+        lastError = new RepositoryError(`Network error while fetching disk chunk ${index}: ${String(err)}`);
+        continue;
+      }
+      this.stats.networkChunks++;
+      this.stats.networkBytes += wire.byteLength;
+      let data: Uint8Array;
+      try {
+        data = isCompressed(ref) ? await gunzip(wire) : wire;
+      } catch {
+        lastError = new IntegrityError(index, hash, "not-gzip-data");
+        continue;
+      }
+      const actual = await sha256Hex(data);
+      if (actual === hash && data.byteLength === chunkLength(this.manifest, index)) return data;
+      lastError = new IntegrityError(index, hash, actual);
+    }
+    throw lastError;
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * What the disk worker offers the page: open a machine, read and write its disk, checkpoint and
+ * rewind it, list its timeline, manage machines. Plain TypeScript; workers/disk.worker.ts only
+ * exposes an instance of it through Comlink.
+ */
+import { ChunkSource, loadManifest, type Fetch, type TransferStats } from "./chunk-source.ts";
+import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
+import { Disk } from "./disk.ts";
+import { LocalStore } from "./local-store.ts";
+import type { BranchRecord, CheckpointRecord, MachineRecord, MachineSource, MarkerRecord, Point } from "./store-format.ts";
+
+/** Which machine to open: the given id, else the last opened machine of that source, else a new one. */
+export interface OpenRequest extends MachineSource {
+  machineId?: string;
+  /** Start a new machine even if one exists for this source. */
+  fresh?: boolean;
+}
+
+/** What the page needs to know about the opened machine. */
+export interface MachineInfo {
+  id: string;
+  name: string;
+  source: MachineSource;
+  size: number;
+  chunkSize: number;
+  description: string;
+  now: Point;
+  /** Newest checkpoint on the current branch at or before "now": a reload resumes there. */
+  resume: CheckpointSummary | null;
+}
+
+/** A checkpoint as the timeline shows it (no piece list). */
+export type CheckpointSummary = Omit<CheckpointRecord, "pieces">;
+
+/** Writes of one branch grouped in time buckets, so thousands of writes draw as a few bars. */
+export interface ActivityBucket {
+  branch: number;
+  /** Bucket start (ms since the epoch), first and last write seq in it, and how many bytes. */
+  time: number;
+  firstSeq: number;
+  lastSeq: number;
+  writes: number;
+  bytes: number;
+}
+
+/** Everything the timeline draws. */
+export interface Timeline {
+  now: Point;
+  branches: BranchRecord[];
+  markers: MarkerRecord[];
+  checkpoints: CheckpointSummary[];
+  activity: ActivityBucket[];
+}
+
+export interface ServiceDeps {
+  fetch: Fetch;
+  /** Takes an exclusive, tab-wide lock; false when another tab holds it. */
+  acquireLock?: (name: string) => Promise<boolean>;
+  /** IndexedDB database name (tests use their own). */
+  dbName?: string;
+}
+
+/** Another tab runs this machine: two writers on one log would corrupt it. */
+export class MachineBusyError extends Error {
+  constructor(name: string) {
+    super(`"${name}" is already running in another tab or window. Use that one, or close it and reload this page.`);
+    this.name = "MachineBusyError";
+  }
+}
+
+/** Longest gap between progress reports while chunks stream in. */
+const PROGRESS_INTERVAL_MS = 200;
+/** Width of an activity bucket on the timeline. */
+const ACTIVITY_BUCKET_MS = 1000;
+
+const sameSource = (a: MachineSource, b: MachineSource) => a.repo === b.repo && a.kind === b.kind && a.name === b.name;
+const summary = ({ pieces: _pieces, ...rest }: CheckpointRecord): CheckpointSummary => rest;
+
+export class DiskService {
+  private storePromise: Promise<LocalStore> | undefined;
+  private disk: Disk | undefined;
+  private checkpoints: Checkpoints | undefined;
+  private progress: ((stats: TransferStats) => void) | undefined;
+  private progressTimer: ReturnType<typeof setInterval> | undefined;
+  private errorListener: ((message: string) => void) | undefined;
+
+  constructor(private readonly deps: ServiceDeps) {}
+
+  private store(): Promise<LocalStore> {
+    this.storePromise ??= LocalStore.open(this.deps.dbName);
+    return this.storePromise;
+  }
+
+  private get opened(): Disk {
+    if (!this.disk) throw new Error("no machine is open");
+    return this.disk;
+  }
+
+  private get saved(): Checkpoints {
+    if (!this.checkpoints) throw new Error("no machine is open");
+    return this.checkpoints;
+  }
+
+  async open(request: OpenRequest): Promise<MachineInfo> {
+    const store = await this.store();
+    const source: MachineSource = { repo: request.repo, kind: request.kind, name: request.name };
+    const manifest = await loadManifest(store, source, this.deps.fetch);
+    const machines = await store.listMachines();
+    let machine: MachineRecord | undefined;
+    if (request.machineId) {
+      machine = machines.find((m) => m.id === request.machineId);
+      if (!machine) throw new Error(`There is no machine ${request.machineId} in this browser (it may have been discarded).`);
+    } else if (!request.fresh) {
+      machine = machines.filter((m) => sameSource(m.source, source)).sort((a, b) => b.opened - a.opened)[0];
+    }
+    const now = Date.now();
+    machine ??= {
+      id: crypto.randomUUID(),
+      name: uniqueName(manifest.name, machines),
+      source,
+      created: now,
+      opened: now,
+      lastSeq: 0,
+      lastBranch: 0,
+      now: { branch: 0, seq: 0 },
+    };
+    if (this.deps.acquireLock && !(await this.deps.acquireLock(`sandglass:machine:${machine.id}`))) {
+      throw new MachineBusyError(machine.name);
+    }
+    machine.opened = now;
+    await store.putMachine(machine);
+    const base = new ChunkSource(manifest, machine.source.repo, store, this.deps.fetch);
+    this.disk = await Disk.open(store, base, machine);
+    this.disk.onFlushError = (err) => this.errorListener?.(err instanceof Error ? err.message : String(err));
+    this.checkpoints = await Checkpoints.open(store, machine.id);
+    return {
+      id: machine.id,
+      name: machine.name,
+      source: machine.source,
+      size: manifest.size,
+      chunkSize: manifest.chunkSize,
+      description: manifest.description,
+      now: this.disk.now,
+      resume: await this.resumePoint(),
+    };
+  }
+
+  // ── the disk ────────────────────────────────────────────────────────────────────────────────
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.opened.read(offset, length);
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.opened.write(offset, data);
+  }
+
+  flush(): Promise<void> {
+    return this.opened.flush();
+  }
+
+  /** Throws away the machine's changes and history: its disk is the repository image again. */
+  async resetToImage(): Promise<void> {
+    await this.opened.reset();
+    await this.saved.refresh();
+  }
+
+  stats(): TransferStats {
+    return { ...this.opened.base.stats };
+  }
+
+  // ── checkpoints and rewinds ─────────────────────────────────────────────────────────────────
+
+  /** The disk point after every write issued so far: call it in the same task as save_state(). */
+  pointNow(): Promise<Point> {
+    return this.opened.pointNow();
+  }
+
+  /** Stores a machine state taken at `point` (see pointNow). */
+  async saveCheckpoint(point: Point, state: Uint8Array, options: SaveOptions): Promise<CheckpointSummary> {
+    const record = await this.saved.save(point, state, options);
+    // The checkpoint is an end marker too; make it durable with the writes before it.
+    await this.opened.flush();
+    return summary(record);
+  }
+
+  /** Moves the disk to a checkpoint's point and returns the machine state to restore. */
+  async restoreCheckpoint(id: string): Promise<{ checkpoint: CheckpointSummary; state: Uint8Array }> {
+    const { record, state } = await this.saved.load(id);
+    await this.opened.seek({ branch: record.branch, seq: record.seq });
+    return { checkpoint: summary(record), state };
+  }
+
+  /** Moves the disk alone to `point` (the machine must cold-boot on it). */
+  seekDisk(point: Point): Promise<void> {
+    return this.opened.seek(point);
+  }
+
+  /** Sets a named bookmark at the current point. */
+  bookmark(name: string): Promise<MarkerRecord> {
+    return this.opened.mark("bookmark", name);
+  }
+
+  async timeline(): Promise<Timeline> {
+    const store = await this.store();
+    const disk = this.opened;
+    await disk.flush();
+    const [markers, checkpoints, log] = await Promise.all([
+      store.listMarkers(disk.id),
+      this.saved.list(),
+      store.listLog(disk.id),
+    ]);
+    const markerIds = new Set(checkpoints.map((c) => c.id));
+    return {
+      now: disk.now,
+      branches: disk.branchList(),
+      // Checkpoints are listed with their thumbnails; their plain markers would only duplicate them.
+      markers: markers.filter((m) => !markerIds.has(m.id)),
+      checkpoints: checkpoints.map(summary).sort((a, b) => a.time - b.time),
+      activity: bucketActivity(log),
+    };
+  }
+
+  private async resumePoint(): Promise<CheckpointSummary | null> {
+    const now = this.opened.now;
+    const candidates = (await this.saved.list()).filter((c) => c.branch === now.branch && c.seq <= now.seq);
+    const newest = candidates.sort((a, b) => b.time - a.time)[0];
+    return newest ? summary(newest) : null;
+  }
+
+  // ── machines ────────────────────────────────────────────────────────────────────────────────
+
+  async listMachines(): Promise<MachineRecord[]> {
+    const store = await this.store();
+    return (await store.listMachines()).sort((a, b) => b.opened - a.opened);
+  }
+
+  async renameMachine(id: string, name: string): Promise<void> {
+    const store = await this.store();
+    const machine = await store.getMachine(id);
+    if (!machine) throw new Error(`no machine ${id}`);
+    const trimmed = name.trim().slice(0, 80);
+    if (!trimmed) throw new Error("A machine needs a name.");
+    await store.putMachine({ ...machine, name: trimmed });
+  }
+
+  /** Deletes a machine that is not the one open here. */
+  async discardMachine(id: string): Promise<void> {
+    if (this.disk?.id === id) throw new Error("Close this machine before discarding it.");
+    const store = await this.store();
+    await store.deleteMachine(id);
+    await store.collectStatePieces();
+  }
+
+  // ── reporting ───────────────────────────────────────────────────────────────────────────────
+
+  /** Reports transfer counters while they change (at most every PROGRESS_INTERVAL_MS). */
+  onProgress(listener: (stats: TransferStats) => void): void {
+    this.progress = listener;
+    clearInterval(this.progressTimer);
+    let last = "";
+    this.progressTimer = setInterval(() => {
+      if (!this.disk) return;
+      const stats = this.stats();
+      const key = JSON.stringify(stats);
+      if (key !== last) {
+        last = key;
+        this.progress?.(stats);
+      }
+    }, PROGRESS_INTERVAL_MS);
+  }
+
+  /** Reports background failures (a write batch that could not be stored). */
+  onError(listener: (message: string) => void): void {
+    this.errorListener = listener;
+  }
+}
+
+function uniqueName(base: string, machines: MachineRecord[]): string {
+  const names = new Set(machines.map((m) => m.name));
+  if (!names.has(base)) return base;
+  for (let i = 2; ; i++) if (!names.has(`${base} ${i}`)) return `${base} ${i}`;
+}
+
+function bucketActivity(log: { branch: number; time: number; seq: number; length: number }[]): ActivityBucket[] {
+  const buckets: ActivityBucket[] = [];
+  const open = new Map<number, ActivityBucket>();
+  for (const r of log) {
+    const time = r.time - (r.time % ACTIVITY_BUCKET_MS);
+    let bucket = open.get(r.branch);
+    if (!bucket || bucket.time !== time) {
+      bucket = { branch: r.branch, time, firstSeq: r.seq, lastSeq: r.seq, writes: 0, bytes: 0 };
+      open.set(r.branch, bucket);
+      buckets.push(bucket);
+    }
+    bucket.lastSeq = r.seq;
+    bucket.writes++;
+    bucket.bytes += r.length;
+  }
+  return buckets;
+}

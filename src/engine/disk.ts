@@ -1,0 +1,371 @@
+/**
+ * A machine's disk: the base image (copy-on-read, ChunkSource) overlaid with the machine's own
+ * write log at its current point. Writes are visible at once and reach IndexedDB in batches
+ * (see FLUSH_DELAY_MS in store-format.ts for what a crash can lose).
+ */
+import type { ChunkSource } from "./chunk-source.ts";
+import type { FlushBatch, LocalStore, PendingBlock } from "./local-store.ts";
+import {
+  BLOCK_SIZE,
+  FLUSH_BYTES,
+  FLUSH_DELAY_MS,
+  type BranchRecord,
+  type LogRecord,
+  type MachineRecord,
+  type MarkerKind,
+  type MarkerRecord,
+  type Point,
+} from "./store-format.ts";
+import { ancestry, type Segment } from "./timeline.ts";
+
+const SECTOR = 512;
+/** Disk idle time after writes that makes a quiet point (an end marker recovery may stop at). */
+export const QUIET_AFTER_MS = 2000;
+
+/** The empty root branch every machine starts with. */
+export function rootBranch(machine: string, now: number): BranchRecord {
+  return { machine, id: 0, parent: null, forkSeq: 0, head: 0, created: now };
+}
+
+export class Disk {
+  /** Content of written blocks at the current point; null means "the base image's". */
+  private readonly resolved = new Map<number, Uint8Array | null>();
+  private segments: Segment[];
+  private pending: FlushBatch;
+  private pendingBytes = 0;
+  private flushTimer: ReturnType<typeof setTimeout> | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+  /** Tail of the write chain: reads wait for every write issued before them. */
+  private writeTail: Promise<void> = Promise.resolve();
+  private quietTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Called when a background flush fails (for instance a full quota); the writes stay in memory. */
+  onFlushError: (err: unknown) => void = () => undefined;
+
+  private constructor(
+    private readonly store: LocalStore,
+    readonly base: ChunkSource,
+    private machine: MachineRecord,
+    private readonly branches: Map<number, BranchRecord>,
+    /** Blocks with a version on any branch: reads of other blocks skip the index entirely. */
+    private readonly written: Set<number>,
+  ) {
+    this.segments = ancestry(branches, machine.now);
+    this.pending = this.emptyBatch();
+  }
+
+  static async open(store: LocalStore, base: ChunkSource, machine: MachineRecord): Promise<Disk> {
+    const list = await store.listBranches(machine.id);
+    const branches = new Map(list.map((b) => [b.id, b]));
+    if (!branches.has(0)) branches.set(0, rootBranch(machine.id, machine.created));
+    const written = await store.writtenBlocks(machine.id);
+    return new Disk(store, base, machine, branches, written);
+  }
+
+  get size(): number {
+    return this.base.manifest.size;
+  }
+
+  get id(): string {
+    return this.machine.id;
+  }
+
+  /** Where the guest's disk is now. */
+  get now(): Point {
+    return { ...this.machine.now };
+  }
+
+  get record(): MachineRecord {
+    return structuredClone(this.machine);
+  }
+
+  /** Reads `length` bytes at `offset` as the guest sees them now. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    this.checkRange(offset, length);
+    await this.writeTail;
+    return this.readNow(offset, length);
+  }
+
+  /** Applies a guest write; resolves once it is visible (not yet durable: see flush()). */
+  write(offset: number, data: Uint8Array): Promise<void> {
+    this.checkRange(offset, data.byteLength);
+    // Copy now: the caller may reuse its buffer before the chain reaches us.
+    const copy = data.slice();
+    const done = this.writeTail.then(() => this.applyWrite(offset, copy));
+    this.writeTail = done.catch(() => undefined);
+    return done;
+  }
+
+  /** Makes every write issued so far durable. */
+  async flush(): Promise<void> {
+    await this.writeTail;
+    return this.flushNow();
+  }
+
+  /** Commits what is pending now (callers inside the write chain use this, not flush()). */
+  private flushNow(): Promise<void> {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    // Cut the batch now, with the machine record as of its last write, so what lands is consistent.
+    const batch = { ...this.pending, machine: structuredClone(this.machine) };
+    batch.branches = batch.branches.map((b) => ({ ...b }));
+    this.pending = this.emptyBatch();
+    this.pendingBytes = 0;
+    const run = this.flushing.then(async () => {
+      if (batch.log.length === 0 && batch.markers.length === 0 && batch.branches.length === 0) return;
+      try {
+        await this.store.flush(batch);
+      } catch (err) {
+        // Keep the batch: put it back in front of anything newer so the next flush retries it.
+        this.pending = mergeBatches(batch, this.pending);
+        throw err;
+      }
+    });
+    this.flushing = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * The point the disk is at once every write issued before this call has landed, and before any
+   * later write: what a machine checkpoint taken right now must record.
+   */
+  pointNow(): Promise<Point> {
+    const point = this.writeTail.then(() => ({ ...this.machine.now }));
+    this.writeTail = point.then(
+      () => undefined,
+      () => undefined,
+    );
+    return point;
+  }
+
+  /**
+   * Moves the disk to `point` (a rewind, or a switch to another branch). Nothing is deleted: the
+   * next write forks a new branch unless `point` is the newest point of its branch.
+   */
+  seek(point: Point): Promise<void> {
+    const done = this.writeTail.then(async () => {
+      const branch = this.branches.get(point.branch);
+      if (!branch) throw new RangeError(`no branch ${point.branch} in this machine`);
+      if (point.seq > branch.head || point.seq < branch.forkSeq) {
+        throw new RangeError(`point ${point.seq} is not on branch ${point.branch} (${branch.forkSeq}..${branch.head})`);
+      }
+      await this.flushNow();
+      this.machine.now = { ...point };
+      this.segments = ancestry(this.branches, this.machine.now);
+      this.resolved.clear();
+      await this.store.putMachine(structuredClone(this.machine));
+    });
+    this.writeTail = done.catch(() => undefined);
+    return done;
+  }
+
+  /** Adds an end marker (a consistent point) at the current point. */
+  mark(kind: MarkerKind, name?: string): Promise<MarkerRecord> {
+    const done = this.writeTail.then(() => {
+      const marker: MarkerRecord = {
+        machine: this.machine.id,
+        seq: this.machine.now.seq,
+        branch: this.machine.now.branch,
+        id: crypto.randomUUID(),
+        kind,
+        time: Date.now(),
+        ...(name === undefined ? {} : { name }),
+      };
+      this.pending.markers.push(marker);
+      this.scheduleFlush();
+      return marker;
+    });
+    this.writeTail = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    return done;
+  }
+
+  /** The branch tree as it is now (including writes not flushed yet). */
+  branchList(): BranchRecord[] {
+    return [...this.branches.values()].map((b) => ({ ...b }));
+  }
+
+  /** Stops background timers (the machine is closing). */
+  close(): void {
+    clearTimeout(this.quietTimer);
+  }
+
+  /** Discards this machine's history: the disk is the base image again. */
+  async reset(): Promise<void> {
+    await this.writeTail;
+    clearTimeout(this.quietTimer);
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    await this.flushing;
+    this.pending = this.emptyBatch();
+    this.pendingBytes = 0;
+    await this.store.clearHistory(this.machine.id);
+    const now = Date.now();
+    this.branches.clear();
+    this.branches.set(0, rootBranch(this.machine.id, now));
+    this.written.clear();
+    this.resolved.clear();
+    this.machine = { ...this.machine, lastSeq: 0, lastBranch: 0, now: { branch: 0, seq: 0 } };
+    this.segments = ancestry(this.branches, this.machine.now);
+    await this.store.putMachine(this.machine);
+  }
+
+  // ── internals ───────────────────────────────────────────────────────────────────────────────
+
+  private checkRange(offset: number, length: number): void {
+    if (offset % SECTOR !== 0 || length % SECTOR !== 0 || offset < 0 || offset + length > this.size) {
+      throw new RangeError(`disk access ${offset}+${length} is not sector aligned or outside the ${this.size}-byte disk`);
+    }
+  }
+
+  private async readNow(offset: number, length: number): Promise<Uint8Array> {
+    const chunkSize = this.base.chunkSize;
+    const firstChunk = Math.floor(offset / chunkSize);
+    const lastChunk = Math.floor((offset + length - 1) / chunkSize);
+    const out = new Uint8Array(length);
+    const chunks = await Promise.all(
+      Array.from({ length: lastChunk - firstChunk + 1 }, (_, i) => this.base.get(firstChunk + i)),
+    );
+    chunks.forEach((chunk, i) => {
+      const chunkStart = (firstChunk + i) * chunkSize;
+      const from = Math.max(offset, chunkStart);
+      const to = Math.min(offset + length, chunkStart + chunk.byteLength);
+      out.set(chunk.subarray(from - chunkStart, to - chunkStart), from - offset);
+    });
+    // Overlay the machine's own blocks visible at this point.
+    const firstBlock = Math.floor(offset / BLOCK_SIZE);
+    const lastBlock = Math.floor((offset + length - 1) / BLOCK_SIZE);
+    for (let block = firstBlock; block <= lastBlock; block++) {
+      if (!this.written.has(block)) continue;
+      const data = await this.blockNow(block);
+      if (!data) continue;
+      const blockStart = block * BLOCK_SIZE;
+      const from = Math.max(offset, blockStart);
+      const to = Math.min(offset + length, blockStart + BLOCK_SIZE);
+      out.set(data.subarray(from - blockStart, to - blockStart), from - offset);
+    }
+    return out;
+  }
+
+  /** The machine's version of `block` at the current point, or null for the base image's. */
+  private async blockNow(block: number): Promise<Uint8Array | null> {
+    const known = this.resolved.get(block);
+    if (known !== undefined) return known;
+    let found: Uint8Array | null = null;
+    for (const segment of this.segments) {
+      const version = await this.store.blockVersion(this.machine.id, block, segment.branch, segment.maxSeq);
+      if (version) {
+        found = version;
+        break;
+      }
+    }
+    this.resolved.set(block, found);
+    return found;
+  }
+
+  private async applyWrite(offset: number, data: Uint8Array): Promise<void> {
+    const firstBlock = Math.floor(offset / BLOCK_SIZE);
+    const lastBlock = Math.floor((offset + data.byteLength - 1) / BLOCK_SIZE);
+    const blockCount = lastBlock - firstBlock + 1;
+    const span = new Uint8Array(blockCount * BLOCK_SIZE);
+    // A write that covers a block partly keeps the rest of that block as it was.
+    if (offset % BLOCK_SIZE !== 0) {
+      span.set(await this.readNow(firstBlock * BLOCK_SIZE, Math.min(BLOCK_SIZE, this.size - firstBlock * BLOCK_SIZE)));
+    }
+    const end = offset + data.byteLength;
+    if (end % BLOCK_SIZE !== 0 && (lastBlock !== firstBlock || offset % BLOCK_SIZE === 0)) {
+      const lastStart = lastBlock * BLOCK_SIZE;
+      span.set(await this.readNow(lastStart, Math.min(BLOCK_SIZE, this.size - lastStart)), (blockCount - 1) * BLOCK_SIZE);
+    }
+    span.set(data, offset - firstBlock * BLOCK_SIZE);
+
+    const branch = this.branchForWrite();
+    const seq = ++this.machine.lastSeq;
+    const record: LogRecord = {
+      machine: this.machine.id,
+      seq,
+      branch: branch.id,
+      time: Date.now(),
+      offset,
+      length: data.byteLength,
+      firstBlock,
+      blockCount,
+    };
+    for (let i = 0; i < blockCount; i++) {
+      const block = firstBlock + i;
+      const content = span.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
+      const pendingBlock: PendingBlock = { block, branch: branch.id, seq, data: content };
+      this.pending.blocks.push(pendingBlock);
+      this.resolved.set(block, content);
+      this.written.add(block);
+    }
+    this.pending.log.push(record);
+    branch.head = seq;
+    this.touchBranch(branch);
+    this.machine.now = { branch: branch.id, seq };
+    this.segments[0] = { branch: branch.id, maxSeq: seq };
+    this.pendingBytes += span.byteLength;
+    this.scheduleFlush();
+    // After a burst of writes, the first idle moment is a consistent point worth marking.
+    clearTimeout(this.quietTimer);
+    this.quietTimer = setTimeout(() => void this.mark("quiet").catch((err) => this.onFlushError(err)), QUIET_AFTER_MS);
+  }
+
+  /**
+   * The branch a new write goes to: the current one when "now" is its newest point, else a new
+   * branch forking at "now" (writing after a rewind never overwrites the other future).
+   */
+  private branchForWrite(): BranchRecord {
+    const now = this.machine.now;
+    const current = this.branches.get(now.branch);
+    if (!current) throw new Error(`machine is on a missing branch ${now.branch}`);
+    if (current.head === now.seq) return current;
+    const branch: BranchRecord = {
+      machine: this.machine.id,
+      id: ++this.machine.lastBranch,
+      parent: current.id,
+      forkSeq: now.seq,
+      head: now.seq,
+      created: Date.now(),
+    };
+    this.branches.set(branch.id, branch);
+    this.machine.now = { branch: branch.id, seq: now.seq };
+    this.segments = ancestry(this.branches, this.machine.now);
+    return branch;
+  }
+
+  private touchBranch(branch: BranchRecord): void {
+    const list = this.pending.branches;
+    const i = list.findIndex((b) => b.id === branch.id);
+    if (i >= 0) list[i] = branch;
+    else list.push(branch);
+  }
+
+  private scheduleFlush(): void {
+    if (this.pendingBytes >= FLUSH_BYTES) {
+      void this.flush().catch((err) => this.onFlushError(err));
+    } else if (this.flushTimer === undefined) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = undefined;
+        void this.flush().catch((err) => this.onFlushError(err));
+      }, FLUSH_DELAY_MS);
+    }
+  }
+
+  private emptyBatch(): FlushBatch {
+    return { machine: this.machine, branches: [], log: [], blocks: [], markers: [] as MarkerRecord[] };
+  }
+}
+
+function mergeBatches(older: FlushBatch, newer: FlushBatch): FlushBatch {
+  const branches = new Map(older.branches.map((b) => [b.id, b]));
+  for (const b of newer.branches) branches.set(b.id, b);
+  return {
+    machine: newer.machine,
+    branches: [...branches.values()],
+    log: [...older.log, ...newer.log],
+    blocks: [...older.blocks, ...newer.blocks],
+    markers: [...older.markers, ...newer.markers],
+  };
+}

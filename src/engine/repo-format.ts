@@ -1,0 +1,137 @@
+/**
+ * The image repository format, "sandglass-disk" version 1. This file is the one place it is
+ * defined: the import tool writes it, the server serves it, the disk worker reads it.
+ *
+ * A repository is a folder of static, immutable files (any static host or bucket can serve it):
+ *
+ *   images/<name>.json      manifest of a base image (name: [a-z0-9][a-z0-9._-]{0,63})
+ *   snapshots/<id>.json     manifest of a published snapshot (reserved for sharing)
+ *   chunks/<sha256>         a chunk stored as-is
+ *   chunks/<sha256>.gz      a chunk stored gzip-compressed (only when that is smaller)
+ *   bios/seabios.bin, bios/vgabios.bin   the BIOS images machines boot with
+ *
+ * The SHA-256 is always of the chunk's *uncompressed* content, so a chunk is stored once however
+ * many images share it, and a reader verifies what it got before using it.
+ *
+ * Manifest (JSON):
+ *   format       "sandglass-disk"
+ *   version      1 (readers refuse versions they do not know)
+ *   kind         "image" | "snapshot"
+ *   name         the image name (or snapshot id)
+ *   description  free text shown to people
+ *   created      ISO 8601 time of import
+ *   size         disk size in bytes (a multiple of 512)
+ *   chunkSize    bytes per chunk (a power of two ≥ 4096; the last chunk may be shorter)
+ *   chunks       one entry per chunk in disk order: null for an all-zero chunk (not stored),
+ *                else a chunk ref: "<sha256 hex>" or "<sha256 hex>.gz"
+ *   sha256       SHA-256 of the whole raw image, for tools that check a full download
+ *   storedBytes  bytes of distinct chunk files the image needs, as stored
+ */
+
+export const FORMAT = "sandglass-disk";
+export const FORMAT_VERSION = 1;
+export const DEFAULT_CHUNK_SIZE = 64 * 1024;
+
+/** "<sha256 hex>" or "<sha256 hex>.gz"; null marks an all-zero chunk. */
+export type ChunkRef = string;
+
+export interface DiskManifest {
+  format: typeof FORMAT;
+  version: typeof FORMAT_VERSION;
+  kind: "image" | "snapshot";
+  name: string;
+  description: string;
+  created: string;
+  size: number;
+  chunkSize: number;
+  chunks: (ChunkRef | null)[];
+  sha256: string;
+  storedBytes: number;
+}
+
+export class ManifestError extends Error {
+  constructor(message: string) {
+    super(`Invalid image manifest: ${message}`);
+    this.name = "ManifestError";
+  }
+}
+
+const REF = /^[0-9a-f]{64}(\.gz)?$/;
+const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export function isValidImageName(name: string): boolean {
+  return NAME.test(name) && !name.includes("..");
+}
+
+export function isChunkRef(value: unknown): value is ChunkRef {
+  return typeof value === "string" && REF.test(value);
+}
+
+export function chunkHash(ref: ChunkRef): string {
+  return ref.slice(0, 64);
+}
+
+export function isCompressed(ref: ChunkRef): boolean {
+  return ref.endsWith(".gz");
+}
+
+/** Path of a chunk file, relative to the repository root. */
+export function chunkPath(ref: ChunkRef): string {
+  return `chunks/${ref}`;
+}
+
+/** Path of a manifest, relative to the repository root. */
+export function manifestPath(kind: "image" | "snapshot", name: string): string {
+  return `${kind === "image" ? "images" : "snapshots"}/${encodeURIComponent(name)}.json`;
+}
+
+/** Uncompressed length of chunk `index` (the last chunk may be short). */
+export function chunkLength(manifest: Pick<DiskManifest, "size" | "chunkSize">, index: number): number {
+  return Math.min(manifest.chunkSize, manifest.size - index * manifest.chunkSize);
+}
+
+/** Checks untrusted JSON against the format and returns it typed; throws ManifestError. */
+export function parseManifest(json: unknown): DiskManifest {
+  if (typeof json !== "object" || json === null) throw new ManifestError("not a JSON object");
+  const m = json as Record<string, unknown>;
+  if (m.format !== FORMAT) throw new ManifestError(`format is ${JSON.stringify(m.format)}, expected "${FORMAT}"`);
+  if (m.version !== FORMAT_VERSION) {
+    throw new ManifestError(`version ${String(m.version)} is not supported (this Sandglass reads version ${FORMAT_VERSION})`);
+  }
+  if (m.kind !== "image" && m.kind !== "snapshot") throw new ManifestError("kind must be image or snapshot");
+  if (typeof m.name !== "string" || m.name.length === 0) throw new ManifestError("name is missing");
+  const size = m.size;
+  const chunkSize = m.chunkSize;
+  if (!Number.isSafeInteger(size) || (size as number) <= 0 || (size as number) % 512 !== 0) {
+    throw new ManifestError("size must be a positive multiple of 512");
+  }
+  if (
+    !Number.isSafeInteger(chunkSize) ||
+    (chunkSize as number) < 4096 ||
+    ((chunkSize as number) & ((chunkSize as number) - 1)) !== 0
+  ) {
+    throw new ManifestError("chunkSize must be a power of two of at least 4096");
+  }
+  if (!Array.isArray(m.chunks)) throw new ManifestError("chunks must be a list");
+  const expected = Math.ceil((size as number) / (chunkSize as number));
+  if (m.chunks.length !== expected) {
+    throw new ManifestError(`chunks lists ${m.chunks.length} entries, the size needs ${expected}`);
+  }
+  m.chunks.forEach((ref, i) => {
+    if (ref !== null && !isChunkRef(ref)) throw new ManifestError(`chunk ${i} is not a valid chunk reference`);
+  });
+  if (typeof m.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(m.sha256)) throw new ManifestError("sha256 is missing");
+  return {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    kind: m.kind,
+    name: m.name,
+    description: typeof m.description === "string" ? m.description : "",
+    created: typeof m.created === "string" ? m.created : "",
+    size: size as number,
+    chunkSize: chunkSize as number,
+    chunks: m.chunks as (ChunkRef | null)[],
+    sha256: m.sha256,
+    storedBytes: typeof m.storedBytes === "number" ? m.storedBytes : 0,
+  };
+}

@@ -1,0 +1,161 @@
+/**
+ * The local store: Sandglass's IndexedDB layout, in one place.
+ *
+ * Database `sandglass`, schema version {@link STORE_VERSION}. Everything a machine is lives here;
+ * the repository (see repo-format.ts) only holds immutable base images and snapshots.
+ *
+ * Store          Key                              Value
+ * ─────────────  ───────────────────────────────  ─────────────────────────────────────────────────
+ * chunks         sha256 hex (string)              Uint8Array: an uncompressed, verified repository
+ *                                                 chunk. Shared by every machine and image (copy-on-read
+ *                                                 cache); safe to evict, the repository has it.
+ * manifests      manifest URL (string)            {@link ManifestRecord}: last good copy, so a machine
+ *                                                 still opens with the network down.
+ * machines       machine id (string)              {@link MachineRecord}.
+ * branches       [machine, branch]                {@link BranchRecord}: the timeline is a tree.
+ * log            [machine, seq]                   {@link LogRecord}: one guest write (metadata only).
+ * blocks         [machine, block, branch, seq]    Uint8Array(BLOCK_SIZE): the content of disk block
+ *                                                 `block` after write `seq` on `branch`. This is both the
+ *                                                 write log's data (stored once) and the timeline index:
+ *                                                 the version of a block visible at a point is one
+ *                                                 reverse cursor step per ancestor branch, whatever the
+ *                                                 length of history.
+ * markers        [machine, seq, id]               {@link MarkerRecord}: end markers (consistent points).
+ * checkpoints    [machine, id]                    {@link CheckpointRecord}: a whole-machine state at a
+ *                                                 point; its bytes are pieces in `statePieces`, cut as
+ *                                                 checkpoint-format.ts says.
+ * statePieces    sha256 hex (string)              Uint8Array: one piece of one or more checkpoints.
+ *
+ * Sequence numbers are per machine, start at 1 and never repeat, across branches. A point in a
+ * machine's history is (branch, seq): the disk at that point is the base image plus, for each branch
+ * on the path to the root, that branch's writes up to the point where its child forked off.
+ *
+ * Durability: writes are visible to the guest at once and reach IndexedDB in one transaction per
+ * batch, at most {@link FLUSH_DELAY_MS} after the write (or sooner when {@link FLUSH_BYTES} are
+ * pending). A crash or closed tab can lose at most that window of writes; what was committed is
+ * always a prefix of the log, so the disk is at some earlier write point, never torn.
+ *
+ * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
+ */
+import type { DBSchema } from "idb";
+import type { DiskManifest } from "./repo-format.ts";
+
+/** Bump on any change to the stores below; local-store.ts migrates from every older version. */
+export const STORE_VERSION = 1;
+export const DB_NAME = "sandglass";
+
+/** Granularity of write versions: ext4's block size, so most guest writes cover whole blocks. */
+export const BLOCK_SIZE = 4096;
+/** Longest time a guest write waits in memory before its IndexedDB transaction starts. */
+export const FLUSH_DELAY_MS = 250;
+/** Pending bytes that trigger a flush before the delay runs out (bounds memory under `dd`). */
+export const FLUSH_BYTES = 8 * 1024 * 1024;
+
+/** Where a machine's base disk comes from. */
+export interface MachineSource {
+  /** Base URL of the image repository, ending in `/`. */
+  repo: string;
+  kind: "image" | "snapshot";
+  /** Image name or snapshot id inside that repository. */
+  name: string;
+}
+
+/** A point in a machine's history. */
+export interface Point {
+  branch: number;
+  seq: number;
+}
+
+export interface MachineRecord {
+  id: string;
+  name: string;
+  source: MachineSource;
+  created: number;
+  /** Last time a page opened it: the default machine for a source is the one opened last. */
+  opened: number;
+  /** Highest sequence number ever issued (any branch). */
+  lastSeq: number;
+  /** Highest branch id ever issued. */
+  lastBranch: number;
+  /** Where the machine is now: the disk the guest sees is the disk at this point. */
+  now: Point;
+}
+
+export interface BranchRecord {
+  machine: string;
+  id: number;
+  /** Branch this one forked from; null for the root branch. */
+  parent: number | null;
+  /** Last write of the parent visible on this branch. */
+  forkSeq: number;
+  /** Newest write on this branch (forkSeq while it has none). */
+  head: number;
+  created: number;
+  name?: string;
+}
+
+export interface LogRecord {
+  machine: string;
+  seq: number;
+  branch: number;
+  /** Wall time of the write, ms since the epoch. */
+  time: number;
+  /** The guest's write, in bytes (sector aligned). */
+  offset: number;
+  length: number;
+  /** First block and block count whose versions this write stored. */
+  firstBlock: number;
+  blockCount: number;
+}
+
+export type MarkerKind = "checkpoint" | "bookmark" | "quiet";
+
+export interface MarkerRecord {
+  machine: string;
+  /** The marker holds after this write (and before the next). */
+  seq: number;
+  branch: number;
+  id: string;
+  kind: MarkerKind;
+  time: number;
+  name?: string;
+}
+
+export interface CheckpointRecord {
+  machine: string;
+  id: string;
+  /** The disk point the machine state belongs with (a marker of kind "checkpoint" sits there too). */
+  branch: number;
+  seq: number;
+  time: number;
+  /** CHECKPOINT_FORMAT of the cutting rule used. */
+  format: number;
+  /** Piece hashes in order; their concatenation is the v86 state. */
+  pieces: string[];
+  /** Size of the whole state, and bytes this checkpoint added to the store (after sharing). */
+  stateBytes: number;
+  storedBytes: number;
+  /** Small JPEG of the screen as a data URL, for the timeline. */
+  thumbnail?: string;
+  /** Taken by the timer rather than by the person. */
+  auto: boolean;
+  name?: string;
+}
+
+export interface ManifestRecord {
+  url: string;
+  manifest: DiskManifest;
+  fetched: number;
+}
+
+export interface SandglassDB extends DBSchema {
+  chunks: { key: string; value: Uint8Array };
+  manifests: { key: string; value: ManifestRecord };
+  machines: { key: string; value: MachineRecord };
+  branches: { key: [string, number]; value: BranchRecord };
+  log: { key: [string, number]; value: LogRecord };
+  blocks: { key: [string, number, number, number]; value: Uint8Array };
+  markers: { key: [string, number, string]; value: MarkerRecord };
+  checkpoints: { key: [string, string]; value: CheckpointRecord };
+  statePieces: { key: string; value: Uint8Array };
+}

@@ -1,0 +1,193 @@
+/**
+ * v86's disk "buffer" contract (see v86 src/buffer.js) over the disk worker. It only translates:
+ * hot reads come from a bounded in-memory chunk cache, misses go to the worker, writes patch the
+ * cache and go to the worker (which logs them). No storage or network logic lives here.
+ */
+import { ByteLru } from "../engine/lru.ts";
+
+/** What the adapter needs from the worker side. */
+export interface DiskBackend {
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+}
+
+export interface AdapterOptions {
+  size: number;
+  chunkSize: number;
+  /** Bytes of disk kept in page memory. */
+  cacheBytes?: number;
+  /** A read or write failed: the guest does not get the data, the page must say why. */
+  onError: (err: unknown) => void;
+}
+
+interface RecentWrite {
+  id: number;
+  offset: number;
+  data: Uint8Array;
+}
+
+const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+
+export class V86DiskAdapter {
+  byteLength: number;
+  onload: ((e: object) => void) | undefined;
+  onprogress: ((e: object) => void) | undefined;
+
+  /** Reads answered from page memory vs. sent to the worker (for the status bar and benchmarks). */
+  readonly counters = { hits: 0, misses: 0, writes: 0 };
+
+  private readonly chunkSize: number;
+  private readonly cache: ByteLru<number>;
+  private readonly inflight = new Map<number, Promise<void>>();
+  /** Writes issued while reads were in flight: re-applied to those reads' results. */
+  private recent: RecentWrite[] = [];
+  private writeId = 0;
+  private readsInFlight = 0;
+  /** Bumped when the disk moves to another point: reads started before it are dropped. */
+  private generation = 0;
+
+  constructor(
+    private readonly backend: DiskBackend,
+    private readonly options: AdapterOptions,
+  ) {
+    this.byteLength = options.size;
+    this.chunkSize = options.chunkSize;
+    this.cache = new ByteLru(options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+  }
+
+  load(): void {
+    this.onload?.({});
+  }
+
+  get(start: number, len: number, fn: (data: Uint8Array) => void): void {
+    const cached = this.get_from_cache(start, len);
+    if (cached) {
+      this.counters.hits++;
+      fn(cached);
+      return;
+    }
+    this.counters.misses++;
+    const generation = this.generation;
+    this.fetchChunks(start, len).then(
+      () => {
+        if (generation !== this.generation) return; // the machine was rewound meanwhile
+        const data = this.get_from_cache(start, len);
+        if (data) fn(data);
+        else this.get(start, len, fn); // evicted meanwhile by a huge read: fetch again
+      },
+      (err: unknown) => {
+        if (generation === this.generation) this.options.onError(err);
+      },
+    );
+  }
+
+  get_and_cache(start: number, len: number, fn: (data: Uint8Array) => void): void {
+    this.get(start, len, fn);
+  }
+
+  /** Synchronous read: the data when every chunk it spans is in page memory, else undefined. */
+  get_from_cache(start: number, len: number): Uint8Array | undefined {
+    const first = Math.floor(start / this.chunkSize);
+    const last = Math.floor((start + len - 1) / this.chunkSize);
+    for (let c = first; c <= last; c++) if (!this.cache.has(c)) return undefined;
+    const out = new Uint8Array(len);
+    for (let c = first; c <= last; c++) {
+      const chunk = this.cache.get(c)!;
+      const chunkStart = c * this.chunkSize;
+      const from = Math.max(start, chunkStart);
+      const to = Math.min(start + len, chunkStart + chunk.byteLength);
+      out.set(chunk.subarray(from - chunkStart, to - chunkStart), from - start);
+    }
+    return out;
+  }
+
+  set(start: number, data: Uint8Array, fn: () => void): void {
+    this.counters.writes++;
+    const copy = data.slice();
+    this.patchCache(start, copy);
+    if (this.readsInFlight > 0) this.recent.push({ id: ++this.writeId, offset: start, data: copy });
+    else this.writeId++;
+    this.backend.write(start, copy).catch((err: unknown) => this.options.onError(err));
+    fn();
+  }
+
+  get_buffer(fn: (buffer?: ArrayBuffer) => void): void {
+    fn(undefined);
+  }
+
+  get_state(): unknown[] {
+    return [];
+  }
+
+  set_state(_state: unknown[]): void {}
+
+  /** Forgets everything cached and in flight (the disk moved to another point: rewind, reset). */
+  invalidate(): void {
+    this.generation++;
+    this.cache.clear();
+    this.inflight.clear();
+    this.recent = [];
+  }
+
+  // ── internals ───────────────────────────────────────────────────────────────────────────────
+
+  /** Brings every chunk of [start, start+len) into the cache, one worker call per missing run. */
+  private async fetchChunks(start: number, len: number): Promise<void> {
+    const first = Math.floor(start / this.chunkSize);
+    const last = Math.floor((start + len - 1) / this.chunkSize);
+    const waits: Promise<void>[] = [];
+    let runStart = -1;
+    const flushRun = (end: number) => {
+      if (runStart < 0) return;
+      const load = this.loadRun(runStart, end - runStart);
+      for (let c = runStart; c < end; c++) this.inflight.set(c, load);
+      waits.push(load);
+      runStart = -1;
+    };
+    for (let c = first; c <= last; c++) {
+      const pending = this.inflight.get(c);
+      if (this.cache.has(c) || pending) {
+        flushRun(c);
+        if (pending) waits.push(pending);
+      } else if (runStart < 0) {
+        runStart = c;
+      }
+    }
+    flushRun(last + 1);
+    await Promise.all(waits);
+  }
+
+  private async loadRun(firstChunk: number, count: number): Promise<void> {
+    const issuedAfter = this.writeId;
+    const generation = this.generation;
+    this.readsInFlight++;
+    const offset = firstChunk * this.chunkSize;
+    const length = Math.min(count * this.chunkSize, this.byteLength - offset);
+    try {
+      const data = await this.backend.read(offset, length);
+      if (generation !== this.generation) return;
+      for (let i = 0; i < count; i++) {
+        const chunk = data.slice(i * this.chunkSize, Math.min((i + 1) * this.chunkSize, data.byteLength));
+        this.cache.set(firstChunk + i, chunk);
+      }
+      // Writes issued after this read left may be missing from its result: apply them again.
+      for (const w of this.recent) if (w.id > issuedAfter) this.patchCache(w.offset, w.data);
+    } finally {
+      if (generation === this.generation) for (let i = 0; i < count; i++) this.inflight.delete(firstChunk + i);
+      if (--this.readsInFlight === 0) this.recent = [];
+    }
+  }
+
+  private patchCache(start: number, data: Uint8Array): void {
+    const first = Math.floor(start / this.chunkSize);
+    const last = Math.floor((start + data.byteLength - 1) / this.chunkSize);
+    for (let c = first; c <= last; c++) {
+      const chunk = this.cache.peek(c);
+      if (!chunk) continue;
+      const chunkStart = c * this.chunkSize;
+      const from = Math.max(start, chunkStart);
+      const to = Math.min(start + data.byteLength, chunkStart + chunk.byteLength);
+      chunk.set(data.subarray(from - start, to - start), from - chunkStart);
+    }
+  }
+}

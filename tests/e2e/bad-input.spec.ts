@@ -1,0 +1,49 @@
+/**
+ * Bad input gets a clear message and loses nothing: a corrupt chunk, an unknown image, a broken
+ * link, a second tab on the same machine.
+ */
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect, REPO_ROOT, serve, terminal, test, waitForShell } from "./fixtures.ts";
+
+test("a chunk whose bytes do not match its hash is refused and the page says so", async ({ page }) => {
+  // A copy of the repository whose first chunk (the MBR, read first at boot) is corrupt.
+  const dir = await mkdtemp(join(tmpdir(), "sandglass-corrupt-"));
+  try {
+    await cp(REPO_ROOT, dir, { recursive: true });
+    const manifest = JSON.parse(await readFile(join(dir, "images/default.json"), "utf8")) as { chunks: (string | null)[] };
+    const first = manifest.chunks[0];
+    expect(first).toBeTruthy();
+    await writeFile(join(dir, "chunks", first!), Buffer.from("these are not the bytes you are looking for"));
+    const repo = await serve(dir);
+    try {
+      await page.goto(repo.url);
+      await expect(page.getByTestId("error")).toContainText("failed verification");
+      await expect(page.getByTestId("status")).toHaveText("Stopped");
+      await expect(terminal(page)).not.toContainText("root@sandglass:");
+    } finally {
+      await repo.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("an unknown image and a broken link say what is wrong", async ({ page, repo }) => {
+  await page.goto(`${repo.url}/#/i/no-such-image`);
+  await expect(page.getByTestId("error")).toContainText('No image named "no-such-image"');
+  await page.goto(`${repo.url}/#/x/y/z`);
+  await page.reload();
+  await expect(page.getByTestId("error")).toContainText("does not name an image");
+});
+
+test("a second tab on the same machine is refused while the first keeps running", async ({ page, context, repo }) => {
+  await page.goto(repo.url);
+  await waitForShell(page);
+  const second = await context.newPage();
+  await second.goto(repo.url);
+  await expect(second.getByTestId("error")).toContainText("already running in another tab");
+  await second.close();
+  await waitForShell(page);
+});

@@ -1,0 +1,36 @@
+/**
+ * Issue 2 acceptance: a real guest boots in Chromium from the real repository server through the
+ * copy-on-read IndexedDB disk; its writes survive reloads; reset discards them.
+ */
+import { expect, run, terminal, test, waitForShell } from "./fixtures.ts";
+
+test("cold boot, persist a file across reload with no chunk fetched, reset to image", async ({ page, repo }) => {
+  await page.goto(repo.url);
+  await waitForShell(page);
+  await run(page, "echo hello-$((6*7))", "hello-42");
+  const coldChunks = repo.chunkRequests().length;
+  expect(coldChunks).toBeGreaterThan(0);
+  await expect(page.getByTestId("network-bytes")).not.toHaveText("0 B");
+
+  // A write the guest makes durable, then a reload: the second boot reads only local storage.
+  await run(page, "echo kept-$((40+2)) > /root/note.txt && sync && echo synced-$((1+1))", "synced-2");
+  await page.waitForTimeout(1000); // past the write log's flush delay (FLUSH_DELAY_MS)
+  const beforeReload = repo.requests.length;
+  await page.reload();
+  await waitForShell(page);
+  await run(page, "cat /root/note.txt", "kept-42");
+  expect(repo.chunkRequests(beforeReload)).toEqual([]);
+  await expect(page.getByTestId("network-bytes")).toHaveText("0 B");
+
+  // Reset to image: the machine reboots on the repository's disk and the file is gone.
+  page.once("dialog", (dialog) => void dialog.accept());
+  await page.getByRole("button", { name: "Reset to image" }).click();
+  await waitForShell(page);
+  await run(page, "test -e /root/note.txt || echo gone-$((3*3))", "gone-9");
+});
+
+test("the default image and a named image are addressable", async ({ page, repo }) => {
+  await page.goto(`${repo.url}/#/i/default`);
+  await expect(page.getByTestId("machine-name")).toHaveText("default");
+  await expect(terminal(page)).toContainText("root@sandglass:", { timeout: 180_000 });
+});

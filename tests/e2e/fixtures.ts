@@ -1,0 +1,71 @@
+/**
+ * Shared Playwright fixtures: a real repository server on 127.0.0.1 serving the built app and the
+ * built guest repository, with every request recorded, and helpers that drive the serial terminal.
+ */
+import { test as base, expect, type Page } from "@playwright/test";
+import { resolve } from "node:path";
+import { startServer } from "../../server/repo-server.ts";
+
+export interface RequestLog {
+  method: string;
+  path: string;
+  status: number;
+  bytes: number;
+}
+
+export interface RepoServer {
+  url: string;
+  requests: RequestLog[];
+  /** Requests for disk chunks since `from` (an index into `requests`). */
+  chunkRequests(from?: number): RequestLog[];
+  close(): Promise<void>;
+}
+
+export const APP_ROOT = resolve("dist");
+export const REPO_ROOT = resolve(process.env.SANDGLASS_REPO ?? "build/repo");
+
+/** Starts a server on a free loopback port; the caller closes it. */
+export async function serve(repoRoot = REPO_ROOT): Promise<RepoServer> {
+  const requests: RequestLog[] = [];
+  const server = await startServer({ repoRoot, appRoot: APP_ROOT, onRequest: (r) => requests.push(r) });
+  return {
+    url: server.url,
+    requests,
+    chunkRequests: (from = 0) => requests.slice(from).filter((r) => r.path.startsWith("/repo/chunks/")),
+    close: () => server.close(),
+  };
+}
+
+export const test = base.extend<{ repo: RepoServer }>({
+  repo: async ({}, use) => {
+    const server = await serve();
+    await use(server);
+    await server.close();
+  },
+});
+
+export { expect };
+
+/** The serial terminal's visible text. */
+export function terminal(page: Page) {
+  return page.locator(".terminal .xterm-rows");
+}
+
+/**
+ * Types a command into the serial terminal and waits until `expected` appears. Commands print a
+ * computed marker (e.g. `$((6*7))`) so the echo of the typed line can never satisfy the wait.
+ */
+export async function run(page: Page, command: string, expected: string | RegExp): Promise<void> {
+  await page.locator(".terminal .xterm-helper-textarea").focus();
+  await page.keyboard.type(command + "\n");
+  await expect(terminal(page)).toContainText(expected);
+}
+
+let markerCount = 0;
+
+/** Waits for a shell prompt that answers: runs `echo` of a computed marker and waits for it. */
+export async function waitForShell(page: Page): Promise<void> {
+  await expect(terminal(page)).toContainText("root@sandglass:", { timeout: 180_000 });
+  const n = ++markerCount;
+  await run(page, `echo ready-$((${n}*1000+7))`, `ready-${n * 1000 + 7}`);
+}

@@ -1,0 +1,105 @@
+/**
+ * Issue 3 acceptance: checkpoints, whole-machine rewind without reboot, branches that keep the
+ * other future, disk-only rewind to an exact write, and resume after reload.
+ */
+import type { Page } from "@playwright/test";
+import { expect, run, test, waitForShell } from "./fixtures.ts";
+
+const manual = (page: Page) => page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
+
+/** Clicks "Checkpoint" and waits for it on the timeline (which follows the newest point); returns its id. */
+async function checkpoint(page: Page): Promise<string> {
+  const known = new Set(await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id"))));
+  await page.getByRole("button", { name: "Checkpoint" }).click();
+  let id = "";
+  await expect
+    .poll(async () => {
+      const ids = await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id")));
+      id = ids.find((i) => i && !known.has(i)) ?? "";
+      return id;
+    })
+    .not.toBe("");
+  return id;
+}
+
+/** Scrolls the timeline strip from its start, as a person would, until the point is shown; clicks it. */
+async function clickPoint(page: Page, selector: string): Promise<void> {
+  const strip = page.getByTestId("strip");
+  await strip.evaluate((el) => (el.scrollLeft = 0));
+  for (let i = 0; i < 200; i++) {
+    const target = strip.locator(selector);
+    if ((await target.count()) > 0) {
+      await target.first().scrollIntoViewIfNeeded();
+      await target.first().click();
+      return;
+    }
+    await strip.evaluate((el) => (el.scrollLeft += el.clientWidth / 2));
+    await page.waitForTimeout(50);
+  }
+  throw new Error(`no timeline point matches ${selector}`);
+}
+
+test("rewind to a checkpoint, branch, switch branches, reload resumes", async ({ page, repo }) => {
+  await page.goto(repo.url);
+  await waitForShell(page);
+  // A shell variable lives only in RAM: seeing it after a rewind proves there was no reboot.
+  await run(page, "export MARK=ram-$((6*7)); echo precious-$((2*21)) > /root/keep.txt; sync; echo saved-$((1+1))", "saved-2");
+  const good = await checkpoint(page);
+
+  await run(page, "rm -rf /root/keep.txt /bin; echo wrecked-$((5*5))", "wrecked-25");
+  await run(page, "ls / || echo nols-$((3+3))", "nols-6");
+  await checkpoint(page); // the wrecked state, on the first branch
+
+  await clickPoint(page, `[data-id="${good}"]`);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "echo $MARK-$((1+2)); cat /root/keep.txt", "precious-42");
+  await expect(page.locator(".terminal .xterm-rows")).toContainText("ram-42-3");
+
+  // The first write after the rewind starts a new branch; the wrecked future stays reachable.
+  await run(page, "echo branch-b-$((3*4)) > /root/b.txt; sync; echo wrote-$((4+4))", "wrote-8");
+  await expect(page.getByTestId("branch")).toHaveCount(2);
+  await checkpoint(page);
+
+  await page.locator('[data-testid="branch"][data-branch="0"] [data-testid="switch-branch"]').click();
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "ls /bin 2>/dev/null || echo nobin-$((2+2))", "nobin-4");
+
+  await page.locator('[data-testid="branch"][data-branch="1"] [data-testid="switch-branch"]').click();
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "cat /root/b.txt; echo $MARK-$((9-1))", "ram-42-8");
+  await expect(page.locator(".terminal .xterm-rows")).toContainText("branch-b-12");
+
+  // Reload: resumes the newest checkpoint of this branch, running, no cold boot.
+  const branchesBefore = await page.getByTestId("branch").count();
+  await page.reload();
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "echo $MARK-$((5*5))", "ram-42-25");
+  await expect(page.getByTestId("branch")).toHaveCount(branchesBefore);
+});
+
+test("disk-only rewind to a point between two writes cold-boots on exactly that content", async ({ page, repo }) => {
+  await page.goto(repo.url);
+  await waitForShell(page);
+  await run(page, "echo first-version > /root/f; sync; sha256sum /root/f | cut -c1-16 | sed 's/^/sum1=/'", /sum1=[0-9a-f]{16}/);
+  const text = await page.locator(".terminal .xterm-rows").innerText();
+  const sum1 = /sum1=([0-9a-f]{16})/.exec(text)![1]!;
+  // Wait for the quiet point that follows the first write to land on the timeline.
+  const quiet = page.locator('[data-testid="point"][data-kind="quiet"]');
+  await expect.poll(async () => quiet.count(), { timeout: 30_000 }).toBeGreaterThan(0);
+  await page.waitForTimeout(500);
+  const cutoff = Date.now();
+  await run(page, "echo second-version-longer > /root/f; sync; echo two-$((2*2))", "two-4");
+  await page.waitForTimeout(3000);
+
+  // The newest quiet point before the second write.
+  const quietPoints = await quiet.evaluateAll((els) =>
+    els.map((e) => ({ time: Number(e.getAttribute("data-time")), id: e.getAttribute("data-id") })),
+  );
+  const target = quietPoints.filter((p) => p.time < cutoff).sort((a, b) => a.time - b.time).pop();
+  expect(target).toBeTruthy();
+  page.once("dialog", (d) => void d.accept());
+  await clickPoint(page, `[data-id="${target!.id}"]`);
+  await waitForShell(page);
+  await run(page, "sha256sum /root/f | cut -c1-16 | sed 's/^/now=/'", `now=${sum1}`);
+  await run(page, "cat /root/f; echo $((7+7))", "first-version");
+});
