@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/build-image.sh
 npx tsx scripts/import-image.ts --image build/guest/disk.img --repo build/repo --name default \
   --description "Debian 12 kernel, busybox userland" --bios-dir build/guest
+# The same image as one raw file, for HTTP range readers (and the benchmark's v86 baseline).
+mkdir -p build/repo/raw
+[[ build/repo/raw/default.img -nt build/guest/disk.img ]] || cp --sparse=always build/guest/disk.img build/repo/raw/default.img

@@ -6,13 +6,18 @@
 import { expose } from "comlink";
 import { DiskService } from "../src/engine/disk-service.ts";
 
+/** How long to wait for a lock: a reloading page's old worker may still hold it for a moment. */
+const LOCK_WAIT_MS = 3000;
+
 /** Holds a Web Lock for as long as this worker lives, so a second tab cannot open the same machine. */
 function acquireLock(name: string): Promise<boolean> {
   return new Promise((resolve) => {
-    void navigator.locks.request(name, { ifAvailable: true }, (lock) => {
-      resolve(lock !== null);
-      return lock ? new Promise<void>(() => undefined) : undefined;
-    });
+    navigator.locks
+      .request(name, { signal: AbortSignal.timeout(LOCK_WAIT_MS) }, () => {
+        resolve(true);
+        return new Promise<void>(() => undefined);
+      })
+      .catch(() => resolve(false));
   });
 }
 

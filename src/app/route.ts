@@ -1,21 +1,38 @@
 /**
- * What the URL asks for. `/` (or `#/`) opens the default image; `#/i/<name>` another image of the
- * repository. Hash routes keep the repository server a plain static host.
+ * What the URL asks for. Hash routes keep the repository server a plain static host.
+ *   `#/` (or nothing)  the default image's machine in this browser (created on first visit)
+ *   `#/i/<name>`       machine of another image of the repository
+ *   `#/m/<id>`         a specific local machine (the machines menu links there)
+ *   `#/new/<name>`     a new machine started fresh from an image, beside the existing ones
  */
-export type Route = { kind: "image"; name: string };
+import { isValidImageName } from "../engine/repo-format.ts";
+
+export type Route = { kind: "image"; name: string; fresh?: boolean } | { kind: "machine"; id: string };
 
 export const DEFAULT_IMAGE = "default";
 
 export function parseRoute(hash: string): Route | { kind: "invalid"; reason: string } {
   const path = hash.replace(/^#\/?/, "");
   if (path === "") return { kind: "image", name: DEFAULT_IMAGE };
-  const [prefix, name, ...rest] = path.split("/");
-  if (prefix === "i" && name && rest.length === 0) {
-    const decoded = decodeURIComponent(name);
-    if (/^[a-z0-9][a-z0-9._-]{0,63}$/.test(decoded)) return { kind: "image", name: decoded };
-    return { kind: "invalid", reason: `"${decoded}" is not a valid image name.` };
+  const [prefix, raw, ...rest] = path.split("/");
+  let value: string | undefined;
+  try {
+    value = raw === undefined ? undefined : decodeURIComponent(raw);
+  } catch {
+    value = undefined;
   }
-  return { kind: "invalid", reason: `The link "#${path}" does not name an image or snapshot.` };
+  if (value && rest.length === 0) {
+    if (prefix === "i" || prefix === "new") {
+      if (isValidImageName(value)) return { kind: "image", name: value, ...(prefix === "new" ? { fresh: true } : {}) };
+      return { kind: "invalid", reason: `"${value}" is not a valid image name.` };
+    }
+    if (prefix === "m" && /^[0-9a-f-]{36}$/.test(value)) return { kind: "machine", id: value };
+  }
+  return { kind: "invalid", reason: `The link "#${path}" does not name an image, machine or snapshot.` };
+}
+
+export function machineHash(id: string): string {
+  return `#/m/${id}`;
 }
 
 /** Base URL of the image repository: served next to the app unless configured otherwise. */

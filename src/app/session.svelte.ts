@@ -10,7 +10,8 @@ import type { CheckpointSummary, MachineInfo, Timeline } from "../engine/disk-se
 import type { Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine } from "../vm/machine.ts";
-import type { Route } from "./route.ts";
+import { machineHash, type Route } from "./route.ts";
+import type { MachineRecord } from "../engine/store-format.ts";
 
 export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
 
@@ -31,6 +32,8 @@ export class Session {
   transfer = $state<TransferStats>({ networkChunks: 0, networkBytes: 0, cacheChunks: 0, cacheBytes: 0, zeroChunks: 0 });
   /** Main-thread pause of the last checkpoint (ms) and bytes it added, for the status bar. */
   lastCheckpoint = $state<{ pauseMs: number; storedBytes: number } | null>(null);
+  /** Every machine in this browser, newest opened first (for the machines menu). */
+  machines = $state<MachineRecord[]>([]);
 
   private bridge: DiskBridge | undefined;
   private emulator: V86 | undefined;
@@ -77,8 +80,16 @@ export class Session {
         (stats) => (this.transfer = stats),
         (message) => this.fail(message),
       );
-      const info = await this.bridge.api.open({ repo: this.repo, kind: this.route.kind, name: this.route.name });
+      const route = this.route;
+      const info = await this.bridge.api.open(
+        route.kind === "machine"
+          ? { machineId: route.id }
+          : { repo: this.repo, kind: "image", name: route.name, fresh: route.fresh ?? false },
+      );
       this.machine = info;
+      // A reload of "#/new/…" must come back to this machine, not make yet another one.
+      if (route.kind === "image" && route.fresh) history.replaceState(null, "", machineHash(info.id));
+      void this.refreshMachines();
       let initialState: ArrayBuffer | undefined;
       if (info.resume) {
         this.status = "resuming";
@@ -221,6 +232,31 @@ export class Session {
     } catch (err) {
       this.fail(describe(err));
     }
+  }
+
+  // ── machines ────────────────────────────────────────────────────────────────────────────────
+
+  async refreshMachines(): Promise<void> {
+    if (this.bridge) this.machines = await this.bridge.api.listMachines();
+  }
+
+  async renameMachine(id: string, name: string): Promise<void> {
+    try {
+      await this.bridge?.api.renameMachine(id, name);
+      if (this.machine?.id === id) this.machine = { ...this.machine, name: name.trim() };
+    } catch (err) {
+      this.notice = describe(err);
+    }
+    await this.refreshMachines();
+  }
+
+  async discardMachine(id: string): Promise<void> {
+    try {
+      await this.bridge?.api.discardMachine(id);
+    } catch (err) {
+      this.notice = describe(err);
+    }
+    await this.refreshMachines();
   }
 
   private banner(text: string): void {

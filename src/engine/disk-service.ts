@@ -10,11 +10,10 @@ import { LocalStore } from "./local-store.ts";
 import type { BranchRecord, CheckpointRecord, MachineRecord, MachineSource, MarkerRecord, Point } from "./store-format.ts";
 
 /** Which machine to open: the given id, else the last opened machine of that source, else a new one. */
-export interface OpenRequest extends MachineSource {
-  machineId?: string;
-  /** Start a new machine even if one exists for this source. */
-  fresh?: boolean;
-}
+export type OpenRequest =
+  | { machineId: string }
+  /** `fresh`: start a new machine even if one exists for this source. */
+  | (MachineSource & { fresh?: boolean });
 
 /** What the page needs to know about the opened machine. */
 export interface MachineInfo {
@@ -103,14 +102,16 @@ export class DiskService {
 
   async open(request: OpenRequest): Promise<MachineInfo> {
     const store = await this.store();
-    const source: MachineSource = { repo: request.repo, kind: request.kind, name: request.name };
-    const manifest = await loadManifest(store, source, this.deps.fetch);
     const machines = await store.listMachines();
     let machine: MachineRecord | undefined;
-    if (request.machineId) {
+    if ("machineId" in request) {
       machine = machines.find((m) => m.id === request.machineId);
       if (!machine) throw new Error(`There is no machine ${request.machineId} in this browser (it may have been discarded).`);
-    } else if (!request.fresh) {
+    }
+    const source: MachineSource =
+      machine?.source ?? ("repo" in request ? { repo: request.repo, kind: request.kind, name: request.name } : never());
+    const manifest = await loadManifest(store, source, this.deps.fetch);
+    if (!machine && "repo" in request && !request.fresh) {
       machine = machines.filter((m) => sameSource(m.source, source)).sort((a, b) => b.opened - a.opened)[0];
     }
     const now = Date.now();
@@ -274,6 +275,10 @@ export class DiskService {
   onError(listener: (message: string) => void): void {
     this.errorListener = listener;
   }
+}
+
+function never(): never {
+  throw new Error("unreachable");
 }
 
 function uniqueName(base: string, machines: MachineRecord[]): string {
