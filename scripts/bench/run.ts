@@ -1,0 +1,208 @@
+/**
+ * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
+ * its baseline side by side in one run, same image, same machine, headless Chromium.
+ *
+ *   npm run bench [-- boot|history|all]      (needs `npm start` or `npm test` to have built once)
+ *
+ * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
+ *          v86 {buffer} and v86 {url, async: true}.
+ * history  rewind latency vs history size, dd throughput vs v86's in-memory disk, checkpoint cost.
+ */
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
+
+export const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+  "--disable-sync",
+];
+export const PROMPT = "root@sandglass:~# ";
+const REPO = resolve(process.env.SANDGLASS_REPO ?? "build/repo");
+const MiB = 2 ** 20;
+
+export interface Servers {
+  app: RunningServer;
+  baseline: RunningServer;
+  requests: RequestRecord[];
+  /** Disk bytes (chunks or raw image ranges) served since `from`. */
+  diskBytes(from: number): number;
+  close(): Promise<void>;
+}
+
+export async function startServers(): Promise<Servers> {
+  const requests: RequestRecord[] = [];
+  const onRequest = (r: RequestRecord) => requests.push(r);
+  const app = await startServer({ repoRoot: REPO, appRoot: resolve("dist"), onRequest });
+  // The baseline page is plain v86 from node_modules, served from a scratch folder.
+  const scratch = await mkdtemp(join(tmpdir(), "sandglass-baseline-"));
+  await copyFile(resolve("scripts/bench/baseline.html"), join(scratch, "index.html"));
+  await copyFile(resolve("node_modules/v86/build/libv86.mjs"), join(scratch, "libv86.mjs"));
+  await copyFile(resolve("node_modules/v86/build/v86.wasm"), join(scratch, "v86.wasm"));
+  const baseline = await startServer({ repoRoot: REPO, appRoot: scratch, onRequest });
+  return {
+    app,
+    baseline,
+    requests,
+    diskBytes: (from) =>
+      requests
+        .slice(from)
+        .filter((r) => r.method === "GET" && (r.path.startsWith("/repo/chunks/") || r.path.startsWith("/repo/raw/")))
+        .reduce((n, r) => n + r.bytes, 0),
+    async close() {
+      await app.close();
+      await baseline.close();
+      await rm(scratch, { recursive: true, force: true });
+    },
+  };
+}
+
+export function launch(): Promise<Browser> {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", headless: true, args: CHROMIUM_ARGS });
+}
+
+// ── driving the pages ─────────────────────────────────────────────────────────────────────────
+
+const serialOfApp = (page: Page) => page.locator(".terminal .xterm-rows").innerText();
+
+/** Types into Sandglass's serial terminal. */
+export async function typeApp(page: Page, text: string): Promise<void> {
+  await page.locator(".terminal .xterm-helper-textarea").focus();
+  await page.keyboard.type(text);
+}
+
+/** Waits until a computed marker comes back: the shell is answering. */
+export async function appAnswers(page: Page, timeoutMs = 240_000): Promise<void> {
+  const n = Math.floor(Math.random() * 1e6);
+  await typeApp(page, `echo ok-$((${n}+1))\n`);
+  await waitFor(async () => (await serialOfApp(page)).includes(`ok-${n + 1}`), timeoutMs, "shell answer");
+}
+
+export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Opens Sandglass and returns ms until the shell answered. Cold boots wait for the prompt first. */
+async function timeApp(page: Page, url: string, expectResume: boolean): Promise<number> {
+  const started = Date.now();
+  await page.goto(url);
+  if (expectResume) {
+    await page.locator('[data-testid="status"][data-status="running"]').waitFor({ timeout: 120_000 });
+  } else {
+    await waitFor(async () => (await serialOfApp(page)).includes(PROMPT), 240_000, "prompt");
+  }
+  await appAnswers(page);
+  return Date.now() - started;
+}
+
+async function timeBaseline(page: Page, url: string): Promise<number> {
+  const started = Date.now();
+  await page.goto(url);
+  await waitFor(
+    async () => {
+      const error = await page.evaluate(() => (window as unknown as { benchError: string | null }).benchError);
+      if (error) throw new Error(error);
+      return page.evaluate((p) => (window as unknown as { serialText: string }).serialText.includes(p), PROMPT);
+    },
+    240_000,
+    "baseline prompt",
+  );
+  await page.evaluate(() => (window as unknown as { sendSerial(t: string): void }).sendSerial("echo ok-$((40+2))\n"));
+  await waitFor(
+    () => page.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("ok-42")),
+    60_000,
+    "baseline answer",
+  );
+  return Date.now() - started;
+}
+
+// ── tables ────────────────────────────────────────────────────────────────────────────────────
+
+export function table(title: string, head: string[], rows: (string | number)[][]): void {
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const widths = head.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  const line = (r: string[]) => "| " + r.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |";
+  console.log(`\n${title}\n`);
+  console.log(line(head));
+  console.log("|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|");
+  for (const r of cells.slice(1)) console.log(line(r));
+}
+
+const secs = (ms: number) => (ms / 1000).toFixed(1) + " s";
+const mib = (b: number) => (b / MiB).toFixed(1) + " MiB";
+
+async function bootBench(browser: Browser, servers: Servers): Promise<void> {
+  const rows: (string | number)[][] = [];
+  const imageBytes = Number(
+    (await fetch(new URL("repo/raw/default.img", servers.app.url), { method: "HEAD" })).headers.get("content-length"),
+  );
+  const measure = async (name: string, run: () => Promise<number>) => {
+    const from = servers.requests.length;
+    const ms = await run();
+    const bytes = servers.diskBytes(from);
+    rows.push([name, secs(ms), mib(bytes), ((100 * bytes) / imageBytes).toFixed(1) + " %"]);
+    console.log(`  ${name}: ${secs(ms)}, ${mib(bytes)}`);
+  };
+
+  const sandglass = await browser.newContext();
+  let page = await sandglass.newPage();
+  await measure("(a) Sandglass cold (empty IndexedDB)", () => timeApp(page, servers.app.url, false));
+  await page.close();
+  // A new machine of the same image in the same browser: cold boot, every chunk already local.
+  page = await sandglass.newPage();
+  await measure("(b) Sandglass warm (cold boot, chunks local)", () => timeApp(page, `${servers.app.url}#/new/default`, false));
+  await page.close();
+  // Reopening a machine that ran: it resumes its newest checkpoint (what a returning person gets).
+  page = await sandglass.newPage();
+  await page.goto(servers.app.url);
+  await appAnswers(page);
+  await page.locator('button:has-text("Checkpoint")').click();
+  await page.locator('[data-testid="point"][data-kind="checkpoint"]').first().waitFor();
+  await page.close();
+  page = await sandglass.newPage();
+  await measure("(b') Sandglass warm (resume checkpoint)", () => timeApp(page, servers.app.url, true));
+  await sandglass.close();
+
+  for (const [name, mode] of [
+    ["(c) v86 {buffer}", "buffer"],
+    ["(d) v86 {url, async: true}", "async"],
+  ] as const) {
+    const context = await browser.newContext();
+    const p = await context.newPage();
+    await measure(name, () => timeBaseline(p, `${servers.baseline.url}?mode=${mode}`));
+    await context.close();
+  }
+  table(
+    `Boot: page open → shell answering (image ${mib(imageBytes)}, 64 MiB RAM)`,
+    ["Scenario", "Time", "Disk bytes fetched", "Share of image"],
+    rows,
+  );
+}
+
+async function main(): Promise<void> {
+  const which = process.argv[2] ?? "all";
+  const servers = await startServers();
+  const browser = await launch();
+  try {
+    if (which === "boot" || which === "all") await bootBench(browser, servers);
+  } finally {
+    await browser.close();
+    await servers.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
