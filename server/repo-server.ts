@@ -200,7 +200,7 @@ export function createRepoHandler(options: RepoServerOptions): Handler {
   const appRoot = options.appRoot ? resolve(options.appRoot) : null;
 
   async function handle(req: IncomingMessage, res: ServerResponse, next?: Next): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://localhost");
+    const url = new URL(`http://localhost${req.url ?? "/"}`);
     const path = url.pathname;
     const isRepo = path.startsWith(REPO_PREFIX) || path === "/repo";
     if (!isRepo && !appRoot) {

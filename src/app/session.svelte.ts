@@ -15,8 +15,12 @@ import type { MachineRecord } from "../engine/store-format.ts";
 
 export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
 
-/** While the guest is active, a checkpoint is taken this often. */
+/** While the guest is active, a checkpoint is taken at least this often. */
 export const AUTO_CHECKPOINT_MS = 5000;
+/** After this long without keystrokes or disk writes, pending changes are checkpointed at once. */
+export const SETTLE_CHECKPOINT_MS = 1000;
+/** How often the auto-checkpoint rule is checked. */
+const AUTO_TICK_MS = 250;
 
 const describe = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
@@ -32,6 +36,8 @@ export class Session {
   transfer = $state<TransferStats>({ networkChunks: 0, networkBytes: 0, cacheChunks: 0, cacheBytes: 0, zeroChunks: 0 });
   /** Main-thread pause of the last checkpoint (ms) and bytes it added, for the status bar. */
   lastCheckpoint = $state<{ pauseMs: number; storedBytes: number } | null>(null);
+  /** Changes since the newest checkpoint: a reload would resume without them. */
+  unsaved = $state(false);
   /** Every machine in this browser, newest opened first (for the machines menu). */
   machines = $state<MachineRecord[]>([]);
 
@@ -44,8 +50,12 @@ export class Session {
   private thumbnail: ThumbnailSource | undefined;
   private activity = 0;
   private activityAtLastCheckpoint = 0;
+  private lastActivityAt = 0;
+  private lastCheckpointAt = 0;
   private checkpointing: Promise<unknown> = Promise.resolve();
   private autoTimer: ReturnType<typeof setInterval> | undefined;
+  /** An automatic checkpoint is under way (the timer must not queue more). */
+  private busy = false;
 
   constructor(
     private readonly route: Route,
@@ -68,7 +78,7 @@ export class Session {
 
   /** Sends keystrokes to the guest's serial console. */
   sendSerial(text: string): void {
-    this.activity++;
+    this.touch();
     this.emulator?.serial0_send(text);
   }
 
@@ -98,7 +108,8 @@ export class Session {
       }
       this.launch(initialState);
       this.status = initialState ? "running" : "booting";
-      this.autoTimer = setInterval(() => void this.autoCheckpoint(), AUTO_CHECKPOINT_MS);
+      this.lastCheckpointAt = performance.now();
+      this.autoTimer = setInterval(() => void this.autoCheckpoint(), AUTO_TICK_MS);
       // Best effort: make the last writes durable when the tab goes away.
       addEventListener("pagehide", () => void this.bridge?.api.flush());
       await this.refreshTimeline();
@@ -114,7 +125,7 @@ export class Session {
       {
         read: (offset, length) => api.read(offset, length),
         write: (offset, data) => {
-          this.activity++;
+          this.touch();
           return api.write(offset, data);
         },
       },
@@ -152,7 +163,9 @@ export class Session {
     const started = performance.now();
     const state = await emulator.save_state();
     const pauseMs = performance.now() - started;
-    this.activityAtLastCheckpoint = this.activity;
+    const activity = this.activity;
+    this.activityAtLastCheckpoint = activity;
+    this.lastCheckpointAt = performance.now();
     const thumbnail = this.thumbnail?.();
     try {
       const saved = await api.saveCheckpoint(await point, new Uint8Array(state), {
@@ -160,6 +173,7 @@ export class Session {
         ...(thumbnail ? { thumbnail } : {}),
       });
       this.lastCheckpoint = { pauseMs, storedBytes: saved.storedBytes };
+      this.unsaved = this.activity !== activity;
       await this.refreshTimeline();
       return saved;
     } catch (err) {
@@ -168,8 +182,27 @@ export class Session {
     }
   }
 
+  private touch(): void {
+    this.activity++;
+    this.lastActivityAt = performance.now();
+    this.unsaved = true;
+  }
+
+  /**
+   * Checkpoints pending changes as soon as the guest settles (so a reload loses nothing a person
+   * waited for), and at least every AUTO_CHECKPOINT_MS while it stays busy.
+   */
   private async autoCheckpoint(): Promise<void> {
-    if (this.status === "running" && this.activity !== this.activityAtLastCheckpoint) await this.checkpoint(true);
+    if (this.status !== "running" || this.activity === this.activityAtLastCheckpoint || this.busy) return;
+    const now = performance.now();
+    if (now - this.lastActivityAt >= SETTLE_CHECKPOINT_MS || now - this.lastCheckpointAt >= AUTO_CHECKPOINT_MS) {
+      this.busy = true;
+      try {
+        await this.checkpoint(true);
+      } finally {
+        this.busy = false;
+      }
+    }
   }
 
   /** Sets a named bookmark at the disk's current point. */
@@ -227,6 +260,7 @@ export class Session {
       await action(api, emulator, disk);
       await emulator.run();
       this.activityAtLastCheckpoint = this.activity;
+      this.unsaved = false;
       this.status = "running";
       await this.refreshTimeline();
     } catch (err) {

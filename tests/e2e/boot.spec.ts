@@ -2,19 +2,20 @@
  * Issue 2 acceptance: a real guest boots in Chromium from the real repository server through the
  * copy-on-read IndexedDB disk; its writes survive reloads; reset discards them.
  */
-import { expect, run, terminal, test, waitForShell } from "./fixtures.ts";
+import { expect, run, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
 
 test("cold boot, persist a file across reload with no chunk fetched, reset to image", async ({ page, repo }) => {
   await page.goto(repo.url);
   await waitForShell(page);
   await run(page, "echo hello-$((6*7))", "hello-42");
+  await expect(terminal(page)).toContainText("Welcome to Sandglass");
   const coldChunks = repo.chunkRequests().length;
   expect(coldChunks).toBeGreaterThan(0);
   await expect(page.getByTestId("network-bytes")).not.toHaveText("0 B");
 
   // A write the guest makes durable, then a reload: the second boot reads only local storage.
   await run(page, "echo kept-$((40+2)) > /root/note.txt && sync && echo synced-$((1+1))", "synced-2");
-  await page.waitForTimeout(1000); // past the write log's flush delay (FLUSH_DELAY_MS)
+  await waitForSaved(page);
   const beforeReload = repo.requests.length;
   await page.reload();
   await waitForShell(page);
@@ -30,7 +31,7 @@ test("cold boot, persist a file across reload with no chunk fetched, reset to im
 });
 
 test("the default image and a named image are addressable", async ({ page, repo }) => {
-  await page.goto(`${repo.url}/#/i/default`);
+  await page.goto(`${repo.url}#/i/default`);
   await expect(page.getByTestId("machine-name")).toHaveText("default");
   await expect(terminal(page)).toContainText("root@sandglass:", { timeout: 180_000 });
 });

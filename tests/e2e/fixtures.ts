@@ -63,9 +63,25 @@ export async function run(page: Page, command: string, expected: string | RegExp
 
 let markerCount = 0;
 
-/** Waits for a shell prompt that answers: runs `echo` of a computed marker and waits for it. */
+/**
+ * Waits until the shell answers, after a cold boot or a resume (which prints no new prompt):
+ * types `echo` of a computed marker, again every few seconds (keys typed before the guest's
+ * shell opened the serial port are lost), until the marker comes back.
+ */
 export async function waitForShell(page: Page): Promise<void> {
-  await expect(terminal(page)).toContainText("root@sandglass:", { timeout: 180_000 });
+  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout: 180_000 });
   const n = ++markerCount;
-  await run(page, `echo ready-$((${n}*1000+7))`, `ready-${n * 1000 + 7}`);
+  const marker = `ready-${n * 1000 + 7}`;
+  await expect(async () => {
+    if (!(await terminal(page).innerText()).includes(marker)) {
+      await page.locator(".terminal .xterm-helper-textarea").focus();
+      await page.keyboard.type(`echo ready-$((${n}*1000+7))\n`);
+    }
+    await expect(terminal(page)).toContainText(marker, { timeout: 5_000 });
+  }).toPass({ timeout: 180_000, intervals: [0] });
+}
+
+/** Waits until every change is in a checkpoint, so a reload resumes with it. */
+export async function waitForSaved(page: Page): Promise<void> {
+  await expect(page.getByTestId("saved")).toHaveAttribute("data-saved", "true", { timeout: 60_000 });
 }
