@@ -188,13 +188,19 @@ export class DiskService {
   /** Moves the disk to a checkpoint's point and returns the machine state to restore. */
   async restoreCheckpoint(id: string): Promise<{ checkpoint: CheckpointSummary; state: Uint8Array }> {
     const { record, state } = await this.saved.load(id);
-    await this.opened.seek({ branch: record.branch, seq: record.seq });
+    const point = { branch: record.branch, seq: record.seq };
+    const laterCheckpoint = (await this.saved.list()).some(
+      (c) => c.branch === record.branch && c.seq === record.seq && c.time > record.time,
+    );
+    await this.opened.seek(point, laterCheckpoint);
     return { checkpoint: summary(record), state };
   }
 
   /** Moves the disk alone to `point` (the machine must cold-boot on it). */
-  seekDisk(point: Point): Promise<void> {
-    return this.opened.seek(point);
+  async seekDisk(point: Point): Promise<void> {
+    // A cold boot departs from any checkpoint at that point: what follows is a new future.
+    const checkpointHere = (await this.saved.list()).some((c) => c.branch === point.branch && c.seq === point.seq);
+    await this.opened.seek(point, checkpointHere);
   }
 
   /** Sets a named bookmark at the current point. */

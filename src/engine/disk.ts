@@ -38,6 +38,8 @@ export class Disk {
   /** Tail of the write chain: reads wait for every write issued before them. */
   private writeTail: Promise<void> = Promise.resolve();
   private quietTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set by a rewind that left a future behind: the next change starts a branch (see seek). */
+  private forkPending = false;
   /** Called when a background flush fails (for instance a full quota); the writes stay in memory. */
   onFlushError: (err: unknown) => void = () => undefined;
 
@@ -129,7 +131,11 @@ export class Disk {
    * later write: what a machine checkpoint taken right now must record.
    */
   pointNow(): Promise<Point> {
-    const point = this.writeTail.then(() => ({ ...this.machine.now }));
+    const point = this.writeTail.then(() => {
+      // A checkpoint after a rewind belongs to the new future, not to the branch left behind.
+      if (this.forkPending) this.touchBranch(this.fork());
+      return { ...this.machine.now };
+    });
     this.writeTail = point.then(
       () => undefined,
       () => undefined,
@@ -139,9 +145,11 @@ export class Disk {
 
   /**
    * Moves the disk to `point` (a rewind, or a switch to another branch). Nothing is deleted: the
-   * next write forks a new branch unless `point` is the newest point of its branch.
+   * next write forks a new branch unless `point` is the newest point of its branch. `forkNext`
+   * forks even then (and on the next checkpoint too): the machine left behind a future that is
+   * not on the disk, such as a later checkpoint at the same point.
    */
-  seek(point: Point): Promise<void> {
+  seek(point: Point, forkNext = false): Promise<void> {
     const done = this.writeTail.then(async () => {
       const branch = this.branches.get(point.branch);
       if (!branch) throw new RangeError(`no branch ${point.branch} in this machine`);
@@ -150,6 +158,7 @@ export class Disk {
       }
       await this.flushNow();
       this.machine.now = { ...point };
+      this.forkPending = forkNext;
       this.segments = ancestry(this.branches, this.machine.now);
       this.resolved.clear();
       await this.store.putMachine(structuredClone(this.machine));
@@ -320,7 +329,15 @@ export class Disk {
     const now = this.machine.now;
     const current = this.branches.get(now.branch);
     if (!current) throw new Error(`machine is on a missing branch ${now.branch}`);
-    if (current.head === now.seq) return current;
+    if (current.head === now.seq && !this.forkPending) return current;
+    return this.fork();
+  }
+
+  /** Starts a new branch at "now" and moves there. */
+  private fork(): BranchRecord {
+    const now = this.machine.now;
+    const current = this.branches.get(now.branch)!;
+    this.forkPending = false;
     const branch: BranchRecord = {
       machine: this.machine.id,
       id: ++this.machine.lastBranch,

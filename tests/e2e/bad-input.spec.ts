@@ -33,8 +33,8 @@ test("a chunk whose bytes do not match its hash is refused and the page says so"
 test("an unknown image and a broken link say what is wrong", async ({ page, repo }) => {
   await page.goto(`${repo.url}#/i/no-such-image`);
   await expect(page.getByTestId("error")).toContainText('No image named "no-such-image"');
+  await page.goto("about:blank");
   await page.goto(`${repo.url}#/x/y/z`);
-  await page.reload();
   await expect(page.getByTestId("error")).toContainText("does not name an image");
 });
 
