@@ -5,7 +5,8 @@
  * A repository is a folder of static, immutable files (any static host or bucket can serve it):
  *
  *   images/<name>.json      manifest of a base image (name: [a-z0-9][a-z0-9._-]{0,63})
- *   snapshots/<id>.json     manifest of a published snapshot (reserved for sharing)
+ *   snapshots/<id>.json     manifest of a published snapshot (id: 26 random base32 letters, so a
+ *                           link cannot be guessed)
  *   chunks/<sha256>         a chunk stored as-is
  *   chunks/<sha256>.gz      a chunk stored gzip-compressed (only when that is smaller)
  *   bios/seabios.bin, bios/vgabios.bin   the BIOS images machines boot with
@@ -25,7 +26,19 @@
  *   chunks       one entry per chunk in disk order: null for an all-zero chunk (not stored),
  *                else a chunk ref: "<sha256 hex>" or "<sha256 hex>.gz"
  *   sha256       SHA-256 of the whole raw image, for tools that check a full download
+ *                (images only: a snapshot's disk is never read whole)
  *   storedBytes  bytes of distinct chunk files the image needs, as stored
+ *
+ * A snapshot manifest has the same fields (its `chunks` list the whole disk at that point, so a
+ * reader never walks parents; chunks equal to the parent's have the parent's refs and are not
+ * uploaded again), plus:
+ *   parent       { kind, name } of the image or snapshot it was taken from
+ *   machine      the machine state (v86 save_state()) to resume:
+ *                  pieces      chunk refs whose concatenation (uncompressed) is the state
+ *                  stateBytes  its length
+ *                  memoryBytes guest RAM it was taken with (the page must match it)
+ *                  thumbnail   optional small JPEG data URL of the screen
+ * A snapshot's `chunkSize` equals its parent's. Manifests are immutable once written.
  */
 
 export const FORMAT = "sandglass-disk";
@@ -45,9 +58,32 @@ export interface DiskManifest {
   size: number;
   chunkSize: number;
   chunks: (ChunkRef | null)[];
-  sha256: string;
+  /** Images only. */
+  sha256?: string;
   storedBytes: number;
+  /** Snapshots only. */
+  parent?: SourceRef;
+  machine?: MachineStateRef;
 }
+
+export interface SourceRef {
+  kind: "image" | "snapshot";
+  name: string;
+}
+
+export interface MachineStateRef {
+  pieces: ChunkRef[];
+  stateBytes: number;
+  memoryBytes: number;
+  thumbnail?: string;
+}
+
+/** Largest manifest the server accepts and a reader parses (a 4 GiB disk of 64 KiB chunks fits). */
+export const MAX_MANIFEST_BYTES = 8 * 1024 * 1024;
+/** Largest chunk file (compressed or not) the server accepts. */
+export const MAX_CHUNK_BYTES = 2 * 1024 * 1024;
+/** Piece size of a published machine state (few requests to open, still shared between publishes). */
+export const STATE_PIECE_BYTES = 64 * 1024;
 
 export class ManifestError extends Error {
   constructor(message: string) {
@@ -58,9 +94,21 @@ export class ManifestError extends Error {
 
 const REF = /^[0-9a-f]{64}(\.gz)?$/;
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const SNAPSHOT_ID = /^[a-z2-7]{26}$/;
 
 export function isValidImageName(name: string): boolean {
   return NAME.test(name) && !name.includes("..");
+}
+
+export function isValidSnapshotId(id: string): boolean {
+  return SNAPSHOT_ID.test(id);
+}
+
+/** A new unguessable snapshot id: 130 random bits in base32. */
+export function newSnapshotId(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz234567";
+  const bytes = crypto.getRandomValues(new Uint8Array(26));
+  return Array.from(bytes, (b) => alphabet[b & 31]).join("");
 }
 
 export function isChunkRef(value: unknown): value is ChunkRef {
@@ -78,6 +126,14 @@ export function isCompressed(ref: ChunkRef): boolean {
 /** Path of a chunk file, relative to the repository root. */
 export function chunkPath(ref: ChunkRef): string {
   return `chunks/${ref}`;
+}
+
+/** Every chunk ref a manifest needs (disk and machine state), each once. */
+export function referencedChunks(manifest: DiskManifest): ChunkRef[] {
+  const refs = new Set<ChunkRef>();
+  for (const ref of manifest.chunks) if (ref) refs.add(ref);
+  for (const ref of manifest.machine?.pieces ?? []) refs.add(ref);
+  return [...refs];
 }
 
 /** Path of a manifest, relative to the repository root. */
@@ -120,7 +176,36 @@ export function parseManifest(json: unknown): DiskManifest {
   m.chunks.forEach((ref, i) => {
     if (ref !== null && !isChunkRef(ref)) throw new ManifestError(`chunk ${i} is not a valid chunk reference`);
   });
-  if (typeof m.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(m.sha256)) throw new ManifestError("sha256 is missing");
+  const validName = m.kind === "image" ? isValidImageName(m.name) : isValidSnapshotId(m.name);
+  if (!validName) throw new ManifestError(`"${m.name}" is not a valid ${m.kind} name`);
+  if (m.kind === "image" && (typeof m.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(m.sha256))) {
+    throw new ManifestError("sha256 is missing");
+  }
+  let parent: SourceRef | undefined;
+  let machine: MachineStateRef | undefined;
+  if (m.kind === "snapshot") {
+    const p = m.parent as Record<string, unknown> | undefined;
+    if (
+      typeof p !== "object" || p === null || (p.kind !== "image" && p.kind !== "snapshot") || typeof p.name !== "string" ||
+      !(p.kind === "image" ? isValidImageName(p.name) : isValidSnapshotId(p.name))
+    ) {
+      throw new ManifestError("a snapshot needs a valid parent");
+    }
+    parent = { kind: p.kind, name: p.name };
+    const ms = m.machine as Record<string, unknown> | undefined;
+    if (typeof ms !== "object" || ms === null || !Array.isArray(ms.pieces) || !ms.pieces.every(isChunkRef)) {
+      throw new ManifestError("a snapshot needs its machine state pieces");
+    }
+    if (!Number.isSafeInteger(ms.stateBytes) || !Number.isSafeInteger(ms.memoryBytes)) {
+      throw new ManifestError("machine.stateBytes and machine.memoryBytes must be integers");
+    }
+    machine = {
+      pieces: ms.pieces as ChunkRef[],
+      stateBytes: ms.stateBytes as number,
+      memoryBytes: ms.memoryBytes as number,
+      ...(typeof ms.thumbnail === "string" && ms.thumbnail.startsWith("data:image/") ? { thumbnail: ms.thumbnail } : {}),
+    };
+  }
   return {
     format: FORMAT,
     version: FORMAT_VERSION,
@@ -131,7 +216,9 @@ export function parseManifest(json: unknown): DiskManifest {
     size: size as number,
     chunkSize: chunkSize as number,
     chunks: m.chunks as (ChunkRef | null)[],
-    sha256: m.sha256,
+    ...(typeof m.sha256 === "string" ? { sha256: m.sha256 } : {}),
     storedBytes: typeof m.storedBytes === "number" ? m.storedBytes : 0,
+    ...(parent ? { parent } : {}),
+    ...(machine ? { machine } : {}),
   };
 }
