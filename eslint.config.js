@@ -20,6 +20,10 @@ export default ts.config(
     languageOptions: { parserOptions: { parser: ts.parser, extraFileExtensions: [".svelte"] } },
   },
   {
+    files: ["public/sw.js"],
+    languageOptions: { globals: { ...globals.serviceworker } },
+  },
+  {
     // The session's Sets/URLs/Dates are private plumbing, never rendered: reactivity would be waste.
     files: ["src/app/session.svelte.ts"],
     rules: { "svelte/prefer-svelte-reactivity": "off" },

@@ -76,11 +76,24 @@ export async function typeApp(page: Page, text: string): Promise<void> {
   await page.keyboard.type(text);
 }
 
-/** Waits until a computed marker comes back: the shell is answering. */
+/**
+ * Waits until a computed marker comes back: the shell is answering. Retypes every few seconds:
+ * keys sent before the guest's shell opened the serial port are lost.
+ */
 export async function appAnswers(page: Page, timeoutMs = 240_000): Promise<void> {
   const n = Math.floor(Math.random() * 1e6);
-  await typeApp(page, `echo ok-$((${n}+1))\n`);
-  await waitFor(async () => (await serialOfApp(page)).includes(`ok-${n + 1}`), timeoutMs, "shell answer");
+  let typed = 0;
+  await waitFor(
+    async () => {
+      if (Date.now() - typed > 5000) {
+        typed = Date.now();
+        await typeApp(page, `echo ok-$((${n}+1))\n`);
+      }
+      return (await serialOfApp(page)).includes(`ok-${n + 1}`);
+    },
+    timeoutMs,
+    "shell answer",
+  );
 }
 
 export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {

@@ -4,10 +4,14 @@
  *   `#/i/<name>`       machine of another image of the repository
  *   `#/m/<id>`         a specific local machine (the machines menu links there)
  *   `#/new/<name>`     a new machine started fresh from an image, beside the existing ones
+ *   `#/s/<id>`         a shared snapshot: resumes the machine at exactly that point
  */
-import { isValidImageName } from "../engine/repo-format.ts";
+import { isValidImageName, isValidSnapshotId } from "../engine/repo-format.ts";
 
-export type Route = { kind: "image"; name: string; fresh?: boolean } | { kind: "machine"; id: string };
+export type Route =
+  | { kind: "image"; name: string; fresh?: boolean }
+  | { kind: "snapshot"; id: string }
+  | { kind: "machine"; id: string };
 
 export const DEFAULT_IMAGE = "default";
 
@@ -27,12 +31,20 @@ export function parseRoute(hash: string): Route | { kind: "invalid"; reason: str
       return { kind: "invalid", reason: `"${value}" is not a valid image name.` };
     }
     if (prefix === "m" && /^[0-9a-f-]{36}$/.test(value)) return { kind: "machine", id: value };
+    if (prefix === "s") {
+      if (isValidSnapshotId(value)) return { kind: "snapshot", id: value };
+      return { kind: "invalid", reason: `"${value}" is not a snapshot id: the link may have been cut short when it was copied.` };
+    }
   }
   return { kind: "invalid", reason: `The link "#${path}" does not name an image, machine or snapshot.` };
 }
 
 export function machineHash(id: string): string {
   return `#/m/${id}`;
+}
+
+export function snapshotHash(id: string): string {
+  return `#/s/${id}`;
 }
 
 /** Base URL of the image repository: served next to the app unless configured otherwise. */

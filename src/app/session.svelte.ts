@@ -10,7 +10,8 @@ import type { CheckpointSummary, MachineInfo, Timeline } from "../engine/disk-se
 import type { Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine } from "../vm/machine.ts";
-import { machineHash, type Route } from "./route.ts";
+import { machineHash, snapshotHash, type Route } from "./route.ts";
+import { DEFAULT_MEMORY } from "../vm/machine.ts";
 import type { MachineRecord } from "../engine/store-format.ts";
 
 export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
@@ -27,6 +28,18 @@ const describe = (err: unknown) => (err instanceof Error ? err.message : String(
 /** Renders a thumbnail of what the person sees (a data URL), or undefined if nothing to show. */
 export type ThumbnailSource = () => string | undefined;
 
+export interface ShareState {
+  checkpoint: CheckpointSummary;
+  phase: "publishing" | "published" | "failed";
+  link?: string;
+  uploadedFiles?: number;
+  totalFiles?: number;
+  uploadedBytes?: number;
+  error?: string;
+}
+
+const TOKEN_KEY = "sandglass:upload-token";
+
 export class Session {
   status = $state<Status>("opening");
   error = $state<string | null>(null);
@@ -38,6 +51,8 @@ export class Session {
   lastCheckpoint = $state<{ pauseMs: number; storedBytes: number } | null>(null);
   /** Changes since the newest checkpoint: a reload would resume without them. */
   unsaved = $state(false);
+  /** The share dialog's state: publishing a checkpoint, its link, or why it failed. */
+  share = $state<ShareState | null>(null);
   /** Every machine in this browser, newest opened first (for the machines menu). */
   machines = $state<MachineRecord[]>([]);
 
@@ -94,7 +109,9 @@ export class Session {
       const info = await this.bridge.api.open(
         route.kind === "machine"
           ? { machineId: route.id }
-          : { repo: this.repo, kind: "image", name: route.name, fresh: route.fresh ?? false },
+          : route.kind === "snapshot"
+            ? { repo: this.repo, kind: "snapshot", name: route.id }
+            : { repo: this.repo, kind: "image", name: route.name, fresh: route.fresh ?? false },
       );
       this.machine = info;
       // A reload of "#/new/…" must come back to this machine, not make yet another one.
@@ -136,6 +153,7 @@ export class Session {
       disk: this.disk,
       biosUrl: new URL("bios/seabios.bin", this.repo).href,
       vgaBiosUrl: new URL("bios/vgabios.bin", this.repo).href,
+      memoryBytes: this.memoryBytes,
       ...(initialState ? { initialState } : {}),
       onSerial: (bytes) => {
         if (this.status === "booting") this.status = "running";
@@ -265,6 +283,63 @@ export class Session {
       await this.refreshTimeline();
     } catch (err) {
       this.fail(describe(err));
+    }
+  }
+
+  // ── sharing ─────────────────────────────────────────────────────────────────────────────────
+
+  private get memoryBytes(): number {
+    return this.machine?.memoryBytes ?? DEFAULT_MEMORY;
+  }
+
+  /** Checkpoints the machine as it is now and publishes that. */
+  async shareNow(): Promise<void> {
+    const checkpoint = await this.checkpoint(false);
+    if (checkpoint) await this.shareCheckpoint(checkpoint);
+  }
+
+  /** Publishes a checkpoint to the repository and shows its link. */
+  async shareCheckpoint(checkpoint: CheckpointSummary, retry = true): Promise<void> {
+    const api = this.bridge?.api;
+    if (!api) return;
+    this.share = { checkpoint, phase: "publishing" };
+    const token = localStorage.getItem(TOKEN_KEY) ?? undefined;
+    try {
+      const result = await api.publish(checkpoint.id, { memoryBytes: this.memoryBytes, ...(token ? { token } : {}) });
+      this.share = {
+        checkpoint,
+        phase: "published",
+        link: new URL(snapshotHash(result.id), location.href).href,
+        uploadedFiles: result.uploadedFiles,
+        totalFiles: result.totalFiles,
+        uploadedBytes: result.uploadedBytes,
+      };
+    } catch (err) {
+      const message = describe(err);
+      if (retry && message.includes("upload token")) {
+        const entered = prompt("This repository needs an upload token to publish. Token:");
+        if (entered) {
+          localStorage.setItem(TOKEN_KEY, entered.trim());
+          return this.shareCheckpoint(checkpoint, false);
+        }
+      }
+      this.share = { checkpoint, phase: "failed", error: message };
+    }
+  }
+
+  /** The checkpoint as a file to download (works without a server). */
+  async exportCheckpoint(checkpoint: CheckpointSummary): Promise<{ name: string; blob: Blob }> {
+    const { name, bytes } = await this.bridge!.api.exportBundle(checkpoint.id, this.memoryBytes);
+    return { name, blob: new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }) };
+  }
+
+  /** Opens a snapshot file: keeps it in this browser and navigates to it. */
+  async importFile(file: File): Promise<void> {
+    try {
+      const id = await this.bridge!.api.importBundle(new Uint8Array(await file.arrayBuffer()), this.repo);
+      location.hash = snapshotHash(id);
+    } catch (err) {
+      this.notice = describe(err);
     }
   }
 

@@ -25,12 +25,12 @@ const FETCH_ATTEMPTS = 4;
 /** The repository served bytes that do not hash to the chunk's name. */
 export class IntegrityError extends Error {
   constructor(
-    readonly chunkIndex: number,
+    readonly what: string,
     readonly expected: string,
     readonly actual: string,
   ) {
     super(
-      `Disk chunk ${chunkIndex} failed verification: expected SHA-256 ${expected.slice(0, 12)}…, ` +
+      `${what[0]!.toUpperCase()}${what.slice(1)} failed verification: expected SHA-256 ${expected.slice(0, 12)}…, ` +
         `got ${actual.slice(0, 12)}…. The repository's copy is corrupt; it was refused and never reached the guest.`,
     );
     this.name = "IntegrityError";
@@ -89,6 +89,9 @@ export async function loadManifest(store: LocalStore, source: MachineSource, fet
     throw new RepositoryError(`Could not reach the image repository for ${source.kind} "${source.name}" (${String(err)}).`);
   }
   if (response.status === 404) {
+    // An imported snapshot is known here even if its repository never had it.
+    const cached = await store.getManifest(url);
+    if (cached) return cached.manifest;
     throw new RepositoryError(`No ${source.kind} named "${source.name}" in the repository ${source.repo}.`);
   }
   if (!response.ok) {
@@ -103,6 +106,9 @@ export async function loadManifest(store: LocalStore, source: MachineSource, fet
     throw new RepositoryError(`The manifest of ${source.kind} "${source.name}" is not valid JSON (truncated or corrupt).`);
   }
   const manifest = parseManifest(json);
+  if (manifest.kind !== source.kind || manifest.name !== source.name) {
+    throw new RepositoryError(`The manifest at ${url} describes ${manifest.kind} "${manifest.name}", not ${source.kind} "${source.name}".`);
+  }
   await store.putManifest({ url, manifest, fetched: Date.now() });
   return manifest;
 }
@@ -121,6 +127,11 @@ export class ChunkSource {
     private readonly fetchFn: Fetch,
   ) {
     this.zero = new Uint8Array(manifest.chunkSize);
+  }
+
+  /** The repository this disk's chunks come from. */
+  get repoUrl(): string {
+    return this.repoBase;
   }
 
   get chunkSize(): number {
@@ -158,19 +169,27 @@ export class ChunkSource {
       const length = chunkLength(this.manifest, index);
       return Promise.resolve(length === this.zero.length ? this.zero : this.zero.subarray(0, length));
     }
+    return this.getRef(ref, chunkLength(this.manifest, index), `disk chunk ${index}`);
+  }
+
+  /**
+   * Any chunk file of the repository by ref (disk chunks, machine state pieces): memory, then
+   * IndexedDB, then the network, verified. `length` is checked when known.
+   */
+  getRef(ref: string, length: number | null, what: string): Promise<Uint8Array> {
     const hash = chunkHash(ref);
     const hot = this.memory.get(hash);
     if (hot) return Promise.resolve(hot);
     // Concurrent readers of one chunk (or of two chunks with equal content) share one load.
     let pending = this.inflight.get(hash);
     if (!pending) {
-      pending = this.loadCold(index, ref, hash).finally(() => this.inflight.delete(hash));
+      pending = this.loadCold(ref, hash, length, what).finally(() => this.inflight.delete(hash));
       this.inflight.set(hash, pending);
     }
     return pending;
   }
 
-  private async loadCold(index: number, ref: string, hash: string): Promise<Uint8Array> {
+  private async loadCold(ref: string, hash: string, length: number | null, what: string): Promise<Uint8Array> {
     const local = await this.store.getChunk(hash);
     if (local) {
       this.stats.cacheChunks++;
@@ -178,14 +197,14 @@ export class ChunkSource {
       this.memory.set(hash, local);
       return local;
     }
-    const data = await this.fetchVerified(index, ref, hash);
+    const data = await this.fetchVerified(ref, hash, length, what);
     this.memory.set(hash, data);
     // A full quota must not stop the guest: the chunk is still served from memory.
     await this.store.putChunk(hash, data).catch(() => undefined);
     return data;
   }
 
-  private async fetchVerified(index: number, ref: string, hash: string): Promise<Uint8Array> {
+  private async fetchVerified(ref: string, hash: string, length: number | null, what: string): Promise<Uint8Array> {
     const url = new URL(chunkPath(ref), this.repoBase).href;
     let lastError: unknown;
     for (let attempt = 0; attempt < FETCH_ATTEMPTS; attempt++) {
@@ -195,13 +214,13 @@ export class ChunkSource {
         // After a bad copy, bypass any HTTP cache that may hold it.
         const response = await this.fetchFn(url, attempt > 0 ? { cache: "reload" } : {});
         if (!response.ok) {
-          lastError = new RepositoryError(`The repository answered HTTP ${response.status} for disk chunk ${index}.`);
+          lastError = new RepositoryError(`The repository answered HTTP ${response.status} for ${what}.`);
           if (response.status === 404) break;
           continue;
         }
         wire = new Uint8Array(await response.arrayBuffer());
       } catch (err) {
-        lastError = new RepositoryError(`Network error while fetching disk chunk ${index}: ${String(err)}`);
+        lastError = new RepositoryError(`Network error while fetching ${what}: ${String(err)}`);
         continue;
       }
       this.stats.networkChunks++;
@@ -210,12 +229,12 @@ export class ChunkSource {
       try {
         data = isCompressed(ref) ? await gunzip(wire) : wire;
       } catch {
-        lastError = new IntegrityError(index, hash, "not-gzip-data");
+        lastError = new IntegrityError(what, hash, "not-gzip-data");
         continue;
       }
       const actual = await sha256Hex(data);
-      if (actual === hash && data.byteLength === chunkLength(this.manifest, index)) return data;
-      lastError = new IntegrityError(index, hash, actual);
+      if (actual === hash && (length === null || data.byteLength === length)) return data;
+      lastError = new IntegrityError(what, hash, actual);
     }
     throw lastError;
   }

@@ -3,7 +3,11 @@
  * rewind it, list its timeline, manage machines. Plain TypeScript; workers/disk.worker.ts only
  * exposes an instance of it through Comlink.
  */
-import { ChunkSource, loadManifest, type Fetch, type TransferStats } from "./chunk-source.ts";
+import { ChunkSource, loadManifest, manifestUrl, type Fetch, type TransferStats } from "./chunk-source.ts";
+import { decodeBundle, encodeBundle } from "./bundle.ts";
+import { joinState } from "./checkpoint-format.ts";
+import { chunkHash, referencedChunks } from "./repo-format.ts";
+import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./snapshot.ts";
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
 import { LocalStore } from "./local-store.ts";
@@ -26,6 +30,8 @@ export interface MachineInfo {
   now: Point;
   /** Newest checkpoint on the current branch at or before "now": a reload resumes there. */
   resume: CheckpointSummary | null;
+  /** Guest RAM the machine's states were taken with (a snapshot says; else the page's default). */
+  memoryBytes: number | null;
 }
 
 /** A checkpoint as the timeline shows it (no piece list). */
@@ -82,6 +88,7 @@ export class DiskService {
   private progress: ((stats: TransferStats) => void) | undefined;
   private progressTimer: ReturnType<typeof setInterval> | undefined;
   private errorListener: ((message: string) => void) | undefined;
+  private memoryBytes: number | null = null;
 
   constructor(private readonly deps: ServiceDeps) {}
 
@@ -108,16 +115,29 @@ export class DiskService {
       machine = machines.find((m) => m.id === request.machineId);
       if (!machine) throw new Error(`There is no machine ${request.machineId} in this browser (it may have been discarded).`);
     }
-    const source: MachineSource =
+    let source: MachineSource =
       machine?.source ?? ("repo" in request ? { repo: request.repo, kind: request.kind, name: request.name } : never());
-    const manifest = await loadManifest(store, source, this.deps.fetch);
+    let manifest = await loadManifest(store, source, this.deps.fetch);
+    const requested = source;
+    if (!machine && manifest.booted) {
+      // A new machine of an image that has a booted snapshot starts from it: a ready shell.
+      const booted: MachineSource = { repo: source.repo, kind: "snapshot", name: manifest.booted };
+      const bootedManifest = await loadManifest(store, booted, this.deps.fetch).catch(() => null);
+      if (bootedManifest) {
+        source = booted;
+        manifest = bootedManifest;
+      }
+    }
     if (!machine && "repo" in request && !request.fresh) {
-      machine = machines.filter((m) => sameSource(m.source, source)).sort((a, b) => b.opened - a.opened)[0];
+      machine = machines
+        .filter((m) => sameSource(m.source, source) || sameSource(m.source, requested))
+        .sort((a, b) => b.opened - a.opened)[0];
+      if (machine && !sameSource(machine.source, source)) manifest = await loadManifest(store, machine.source, this.deps.fetch);
     }
     const now = Date.now();
     machine ??= {
       id: crypto.randomUUID(),
-      name: uniqueName(manifest.name, machines),
+      name: uniqueName(requested.kind === "image" ? requested.name : `shared ${requested.name.slice(0, 6)}`, machines),
       source,
       created: now,
       opened: now,
@@ -128,12 +148,31 @@ export class DiskService {
     if (this.deps.acquireLock && !(await this.deps.acquireLock(`sandglass:machine:${machine.id}`))) {
       throw new MachineBusyError(machine.name);
     }
+    const base = new ChunkSource(manifest, machine.source.repo, store, this.deps.fetch);
+    // A snapshot's machine state is fetched and verified before anything is stored, so a broken
+    // snapshot leaves no half-made machine behind.
+    let sharedState: Uint8Array | null = null;
+    if (manifest.machine && !(await store.listCheckpoints(machine.id)).length) {
+      const m = manifest.machine;
+      const pieces = await Promise.all(m.pieces.map((ref, i) => base.getRef(ref, null, `machine state piece ${i}`)));
+      sharedState = joinState(pieces);
+      if (sharedState.byteLength !== m.stateBytes) throw new Error("The snapshot's machine state has the wrong size; it cannot be resumed.");
+    }
     machine.opened = now;
     await store.putMachine(machine);
-    const base = new ChunkSource(manifest, machine.source.repo, store, this.deps.fetch);
     this.disk = await Disk.open(store, base, machine);
     this.disk.onFlushError = (err) => this.errorListener?.(err instanceof Error ? err.message : String(err));
     this.checkpoints = await Checkpoints.open(store, machine.id);
+    if (sharedState && (await this.checkpoints.list()).length === 0) {
+      // The snapshot's machine state becomes this machine's first checkpoint: its timeline starts there.
+      const thumbnail = manifest.machine?.thumbnail;
+      await this.checkpoints.save({ branch: 0, seq: 0 }, sharedState, {
+        auto: false,
+        name: "Shared point",
+        ...(thumbnail ? { thumbnail } : {}),
+      });
+    }
+    this.memoryBytes = manifest.machine?.memoryBytes ?? null;
     return {
       id: machine.id,
       name: machine.name,
@@ -143,6 +182,7 @@ export class DiskService {
       description: manifest.description,
       now: this.disk.now,
       resume: await this.resumePoint(),
+      memoryBytes: this.memoryBytes,
     };
   }
 
@@ -233,6 +273,50 @@ export class DiskService {
     const candidates = (await this.saved.list()).filter((c) => c.branch === now.branch && c.seq <= now.seq);
     const newest = candidates.sort((a, b) => b.time - a.time)[0];
     return newest ? summary(newest) : null;
+  }
+
+  // ── sharing ─────────────────────────────────────────────────────────────────────────────────
+
+  /** Publishes a checkpoint to the machine's repository as a snapshot; returns its id and cost. */
+  async publish(checkpointId: string, options: { memoryBytes: number; token?: string }): Promise<UploadResult> {
+    const snapshot = await this.snapshotOf(checkpointId, options.memoryBytes);
+    return uploadSnapshot(this.opened.base.repoUrl, snapshot, this.deps.fetch, options.token);
+  }
+
+  /** A checkpoint as one bundle file holding every chunk it needs (see bundle.ts). */
+  async exportBundle(checkpointId: string, memoryBytes: number): Promise<{ name: string; bytes: Uint8Array }> {
+    const snapshot = await this.snapshotOf(checkpointId, memoryBytes);
+    const base = this.opened.base;
+    const have = new Set([...snapshot.files.keys()].map(chunkHash));
+    for (const ref of referencedChunks(snapshot.manifest)) {
+      if (have.has(chunkHash(ref))) continue;
+      const { ref: stored, stored: bytes } = await storeForm(await base.getRef(ref, null, "a disk chunk"));
+      snapshot.files.set(stored, bytes);
+      have.add(chunkHash(ref));
+    }
+    return { name: `${snapshot.manifest.name}.sandglass`, bytes: encodeBundle(snapshot.manifest, snapshot.files) };
+  }
+
+  /** Keeps a bundle's snapshot in this browser, as if `repo` had it; returns the id to open. */
+  async importBundle(bytes: Uint8Array, repo: string): Promise<string> {
+    const { manifest, contents } = await decodeBundle(bytes);
+    const store = await this.store();
+    for (const [hash, content] of contents) await store.putChunk(hash, content);
+    await store.putManifest({ url: manifestUrl({ repo, kind: "snapshot", name: manifest.name }), manifest, fetched: Date.now() });
+    return manifest.name;
+  }
+
+  private async snapshotOf(checkpointId: string, memoryBytes: number) {
+    const { record, state } = await this.saved.load(checkpointId);
+    const disk = this.opened;
+    return buildSnapshot({
+      disk,
+      point: { branch: record.branch, seq: record.seq },
+      state,
+      memoryBytes,
+      description: `${disk.record.name}, ${new Date(record.time).toISOString().slice(0, 16).replace("T", " ")} UTC`,
+      ...(record.thumbnail ? { thumbnail: record.thumbnail } : {}),
+    });
   }
 
   // ── machines ────────────────────────────────────────────────────────────────────────────────

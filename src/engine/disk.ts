@@ -228,7 +228,27 @@ export class Disk {
     }
   }
 
-  private async readNow(offset: number, length: number): Promise<Uint8Array> {
+  /** Reads the disk as it was at `point`, without moving "now" (publishing, export). */
+  async readAt(point: Point, offset: number, length: number): Promise<Uint8Array> {
+    this.checkRange(offset, length);
+    await this.flush();
+    return this.readNow(offset, length, ancestry(this.branches, point));
+  }
+
+  /** Indexes of base chunks holding a block this machine changed, as seen from `point`. */
+  async changedChunks(point: Point): Promise<number[]> {
+    await this.flush();
+    const segments = ancestry(this.branches, point);
+    const per = this.base.chunkSize / BLOCK_SIZE;
+    const chunks = new Set<number>();
+    for (const block of [...this.written].sort((a, b) => a - b)) {
+      const chunk = Math.floor(block / per);
+      if (!chunks.has(chunk) && (await this.blockAt(block, segments))) chunks.add(chunk);
+    }
+    return [...chunks];
+  }
+
+  private async readNow(offset: number, length: number, at?: Segment[]): Promise<Uint8Array> {
     const chunkSize = this.base.chunkSize;
     const firstChunk = Math.floor(offset / chunkSize);
     const lastChunk = Math.floor((offset + length - 1) / chunkSize);
@@ -247,7 +267,7 @@ export class Disk {
     const lastBlock = Math.floor((offset + length - 1) / BLOCK_SIZE);
     for (let block = firstBlock; block <= lastBlock; block++) {
       if (!this.written.has(block)) continue;
-      const data = await this.blockNow(block);
+      const data = at ? await this.blockAt(block, at) : await this.blockNow(block);
       if (!data) continue;
       const blockStart = block * BLOCK_SIZE;
       const from = Math.max(offset, blockStart);
@@ -261,16 +281,18 @@ export class Disk {
   private async blockNow(block: number): Promise<Uint8Array | null> {
     const known = this.resolved.get(block);
     if (known !== undefined) return known;
-    let found: Uint8Array | null = null;
-    for (const segment of this.segments) {
-      const version = await this.store.blockVersion(this.machine.id, block, segment.branch, segment.maxSeq);
-      if (version) {
-        found = version;
-        break;
-      }
-    }
+    const found = await this.blockAt(block, this.segments);
     this.resolved.set(block, found);
     return found;
+  }
+
+  /** The newest stored version of `block` on the given ancestry, or null (flush first). */
+  private async blockAt(block: number, segments: Segment[]): Promise<Uint8Array | null> {
+    for (const segment of segments) {
+      const version = await this.store.blockVersion(this.machine.id, block, segment.branch, segment.maxSeq);
+      if (version) return version;
+    }
+    return null;
   }
 
   private async applyWrite(offset: number, data: Uint8Array): Promise<void> {

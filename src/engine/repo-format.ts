@@ -39,6 +39,8 @@
  *                  memoryBytes guest RAM it was taken with (the page must match it)
  *                  thumbnail   optional small JPEG data URL of the screen
  * A snapshot's `chunkSize` equals its parent's. Manifests are immutable once written.
+ * An image manifest may name `booted`: the id of a snapshot of it booted to an idle shell, which
+ * a new machine of the image resumes instead of cold-booting.
  */
 
 export const FORMAT = "sandglass-disk";
@@ -64,6 +66,8 @@ export interface DiskManifest {
   /** Snapshots only. */
   parent?: SourceRef;
   machine?: MachineStateRef;
+  /** Images only: a snapshot of this image booted to an idle shell, opened instead of a cold boot. */
+  booted?: string;
 }
 
 export interface SourceRef {
@@ -82,7 +86,7 @@ export interface MachineStateRef {
 export const MAX_MANIFEST_BYTES = 8 * 1024 * 1024;
 /** Largest chunk file (compressed or not) the server accepts. */
 export const MAX_CHUNK_BYTES = 2 * 1024 * 1024;
-/** Piece size of a published machine state (few requests to open, still shared between publishes). */
+/** Typical piece size of a published machine state (few requests to open it; see snapshot.ts). */
 export const STATE_PIECE_BYTES = 64 * 1024;
 
 export class ManifestError extends Error {
@@ -220,5 +224,6 @@ export function parseManifest(json: unknown): DiskManifest {
     storedBytes: typeof m.storedBytes === "number" ? m.storedBytes : 0,
     ...(parent ? { parent } : {}),
     ...(machine ? { machine } : {}),
+    ...(m.kind === "image" && typeof m.booted === "string" && isValidSnapshotId(m.booted) ? { booted: m.booted } : {}),
   };
 }

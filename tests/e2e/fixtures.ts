@@ -32,7 +32,10 @@ export async function serve(repoRoot = REPO_ROOT): Promise<RepoServer> {
     url: server.url,
     requests,
     chunkRequests: (from = 0) => requests.slice(from).filter((r) => r.path.startsWith("/repo/chunks/")),
-    close: () => server.close(),
+    close: (() => {
+      let closing: Promise<void> | undefined;
+      return () => (closing ??= server.close());
+    })(),
   };
 }
 

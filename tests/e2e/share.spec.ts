@@ -1,0 +1,135 @@
+/**
+ * Issue 4 acceptance: publish a point as a link and open it in other browsers (separate storage);
+ * republishing uploads only what changed; bad links fail clearly and touch nothing; export to a
+ * file and import it with the server stopped.
+ */
+import { writeFile, readFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Browser, Page } from "@playwright/test";
+import { expect, REPO_ROOT, run, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
+
+/** Publishes the machine as it is now; returns the link and how many chunk files were uploaded. */
+async function shareNow(page: Page, repo: RepoServer): Promise<{ link: string; uploads: number }> {
+  const from = repo.requests.length;
+  await page.getByTestId("share-now").click();
+  const dialog = page.getByTestId("share-dialog");
+  await expect(dialog).toHaveAttribute("data-phase", "published", { timeout: 120_000 });
+  const link = await page.getByTestId("share-link").inputValue();
+  const uploads = repo.requests.slice(from).filter((r) => r.method === "PUT" && r.path.startsWith("/repo/chunks/"));
+  expect(uploads.every((r) => r.status === 201)).toBe(true);
+  await expect(page.getByTestId("share-cost")).toContainText(`Uploaded ${uploads.length} of`);
+  return { link, uploads: uploads.length };
+}
+
+async function openIn(browser: Browser, link: string): Promise<Page> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(link);
+  await waitForShell(page);
+  return page;
+}
+
+test("a published point opens elsewhere with its files and running programs; republishing uploads little", async ({
+  page,
+  repo,
+  browser,
+}) => {
+  await page.goto(repo.url);
+  await waitForShell(page);
+  await run(page, "echo shared-$((6*7)) > /root/shared.txt; sync; sleep 31337 & echo started-$((2+2))", "started-4");
+  await waitForSaved(page);
+  const first = await shareNow(page, repo);
+  expect(first.link).toMatch(/#\/s\/[a-z2-7]{26}$/);
+  expect(first.uploads).toBeGreaterThan(0);
+
+  // B: another browser profile resumes exactly there: the file and the background process.
+  const b = await openIn(browser, first.link);
+  await run(b, "cat /root/shared.txt", "shared-42");
+  await run(b, 'ps | grep "[s]leep 31337" >/dev/null && echo alive-$((3*3))', "alive-9");
+  await run(b, "rm /root/shared.txt; sync; echo removed-$((5+5))", "removed-10");
+  await waitForSaved(b);
+
+  // C: the shared snapshot itself is unchanged by what B did.
+  const c = await openIn(browser, first.link);
+  await run(c, "cat /root/shared.txt", "shared-42");
+  await c.context().close();
+  await b.context().close();
+
+  // A small change, published again: only the changed chunks go up.
+  await page.getByTestId("share-dialog").getByRole("button", { name: "Close" }).click();
+  await run(page, "echo small-change > /root/small.txt; sync; echo changed-$((7+1))", "changed-8");
+  await waitForSaved(page);
+  const second = await shareNow(page, repo);
+  expect(second.link).not.toBe(first.link);
+  console.log(`publish uploads: first ${first.uploads} chunk files, after a small change ${second.uploads}`);
+  expect(second.uploads).toBeLessThan(first.uploads / 2);
+});
+
+test("unknown, truncated and corrupted snapshots fail clearly and leave local machines alone", async ({ page, repo }) => {
+  await page.goto(repo.url);
+  await waitForShell(page);
+  await run(page, "echo mine-$((4*4)) > /root/mine.txt; sync; echo ok-$((1+1))", "ok-2");
+  await waitForSaved(page);
+  const { link } = await shareNow(page, repo);
+  const id = link.split("/s/")[1]!;
+  const manifest = await readFile(join(REPO_ROOT, "snapshots", `${id}.json`), "utf8");
+
+  // Unknown id.
+  await page.goto(`${repo.url}#/s/${"a".repeat(26)}`);
+  await expect(page.getByTestId("error")).toContainText("No snapshot named");
+  // Cut-short link.
+  await page.goto(`${repo.url}#/s/abc`);
+  await expect(page.getByTestId("error")).toContainText("cut short");
+
+  // A truncated manifest and one whose chunk does not match its hash (written straight into the
+  // repository folder, as a broken upload or a bad mirror would leave them).
+  const truncatedId = "t".repeat(26);
+  const corruptId = "c".repeat(26);
+  await mkdir(join(REPO_ROOT, "snapshots"), { recursive: true });
+  await writeFile(join(REPO_ROOT, "snapshots", `${truncatedId}.json`), manifest.slice(0, manifest.length / 2));
+  const parsed = JSON.parse(manifest) as { name: string; machine: { pieces: string[] } };
+  const badHash = "0".repeat(63) + "1";
+  await writeFile(join(REPO_ROOT, "chunks", badHash), "not the bytes you are looking for");
+  parsed.name = corruptId;
+  parsed.machine.pieces[0] = badHash;
+  await writeFile(join(REPO_ROOT, "snapshots", `${corruptId}.json`), JSON.stringify(parsed));
+
+  await page.goto(`${repo.url}#/s/${truncatedId}`);
+  await expect(page.getByTestId("error")).toContainText("not valid JSON");
+  await page.goto(`${repo.url}#/s/${corruptId}`);
+  await expect(page.getByTestId("error")).toContainText("failed verification");
+
+  // The person's own machine is untouched.
+  await page.goto("about:blank");
+  await page.goto(repo.url);
+  await waitForShell(page);
+  await run(page, "cat /root/mine.txt", "mine-16");
+});
+
+test("export to a file, import it in another browser with the server stopped", async ({ page, repo, browser }) => {
+  await page.goto(repo.url);
+  await waitForShell(page);
+  await run(page, "echo exported-$((8*8)) > /root/exported.txt; sync; echo ok-$((2+3))", "ok-5");
+  await waitForSaved(page);
+  await page.getByTestId("share-now").click();
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "published", { timeout: 120_000 });
+  const downloading = page.waitForEvent("download", { timeout: 120_000 });
+  await page.getByTestId("export-file").click();
+  const download = await downloading;
+  const file = test.info().outputPath(download.suggestedFilename());
+  await download.saveAs(file);
+  expect(download.suggestedFilename()).toMatch(/\.sandglass$/);
+
+  // B has the app open (its own machine), then the server goes away.
+  const context = await browser.newContext();
+  const b = await context.newPage();
+  await b.goto(repo.url);
+  await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
+  await expect.poll(() => b.evaluate(() => navigator.serviceWorker.controller !== null)).toBe(true);
+  await repo.close();
+  await b.getByTestId("file-input").setInputFiles(file);
+  await waitForShell(b);
+  await run(b, "cat /root/exported.txt", "exported-64");
+  await expect(terminal(b)).not.toContainText("Welcome to Sandglass"); // resumed, not booted
+  await context.close();
+});
