@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
+import { historyBench } from "./history.ts";
 
 export const CHROMIUM_ARGS = [
   "--no-sandbox",
@@ -168,22 +169,30 @@ async function bootBench(browser: Browser, servers: Servers): Promise<void> {
 
   const sandglass = await browser.newContext();
   let page = await sandglass.newPage();
-  await measure("(a) Sandglass cold (empty IndexedDB)", () => timeApp(page, servers.app.url, false));
+  // "plain" is the same disk without a booted snapshot, so these boot the kernel like v86 does.
+  await measure("(a) Sandglass cold (empty IndexedDB)", () => timeApp(page, `${servers.app.url}#/i/plain`, false));
   await page.close();
   // A new machine of the same image in the same browser: cold boot, every chunk already local.
   page = await sandglass.newPage();
-  await measure("(b) Sandglass warm (cold boot, chunks local)", () => timeApp(page, `${servers.app.url}#/new/default`, false));
+  await measure("(b) Sandglass warm (cold boot, chunks local)", () => timeApp(page, `${servers.app.url}#/new/plain`, false));
   await page.close();
   // Reopening a machine that ran: it resumes its newest checkpoint (what a returning person gets).
   page = await sandglass.newPage();
-  await page.goto(servers.app.url);
+  await page.goto(`${servers.app.url}#/i/plain`);
   await appAnswers(page);
   await page.locator('button:has-text("Checkpoint")').click();
   await page.locator('[data-testid="point"][data-kind="checkpoint"]').first().waitFor();
   await page.close();
   page = await sandglass.newPage();
-  await measure("(b') Sandglass warm (resume checkpoint)", () => timeApp(page, servers.app.url, true));
+  await measure("(b') Sandglass warm (resume checkpoint)", () => timeApp(page, `${servers.app.url}#/i/plain`, true));
+  await checkpointBench(page);
   await sandglass.close();
+
+  // The site as a new visitor gets it: the default image's booted snapshot, empty storage.
+  const visitor = await browser.newContext();
+  page = await visitor.newPage();
+  await measure("(e) Sandglass cold, booted snapshot (issue 4)", () => timeApp(page, servers.app.url, true));
+  await visitor.close();
 
   for (const [name, mode] of [
     ["(c) v86 {buffer}", "buffer"],
@@ -201,12 +210,37 @@ async function bootBench(browser: Browser, servers: Servers): Promise<void> {
   );
 }
 
+/** Idle checkpoint cost and rewind latency (click → shell answering) on a running machine. */
+async function checkpointBench(page: Page): Promise<void> {
+  const rows: (string | number)[][] = [];
+  const manual = page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
+  const costs: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const before = await manual.count();
+    await page.getByRole("button", { name: "Checkpoint" }).click();
+    await waitFor(async () => (await manual.count()) > before, 60_000, "checkpoint");
+    costs.push(await page.getByTestId("checkpoint-cost").innerText());
+    await new Promise((r) => setTimeout(r, 1500));
+  }
+  for (const c of costs) rows.push(["idle checkpoint", c.replace("last checkpoint: ", "")]);
+  const target = await manual.first().getAttribute("data-id");
+  for (let i = 0; i < 3; i++) {
+    const started = Date.now();
+    await page.locator(`[data-testid="point"][data-id="${target}"]`).click();
+    await page.locator('[data-testid="status"][data-status="running"]').waitFor();
+    await appAnswers(page);
+    rows.push([`rewind to checkpoint (${await page.getByTestId("point").count()} points)`, `${Date.now() - started} ms to shell answering`]);
+  }
+  table("Checkpoints on an idle machine (64 MiB RAM)", ["Measure", "Figure"], rows);
+}
+
 async function main(): Promise<void> {
   const which = process.argv[2] ?? "all";
   const servers = await startServers();
   const browser = await launch();
   try {
     if (which === "boot" || which === "all") await bootBench(browser, servers);
+    if (which === "history" || which === "all") await historyBench(browser, servers);
   } finally {
     await browser.close();
     await servers.close();

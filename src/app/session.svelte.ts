@@ -11,7 +11,7 @@ import type { Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine } from "../vm/machine.ts";
 import { machineHash, snapshotHash, type Route } from "./route.ts";
-import { DEFAULT_MEMORY } from "../vm/machine.ts";
+import { DEFAULT_MEMORY } from "../vm/machine-config.ts";
 import type { MachineRecord } from "../engine/store-format.ts";
 
 export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
@@ -77,6 +77,11 @@ export class Session {
     private readonly repo: string,
   ) {}
 
+  /** The disk worker's API and the emulator, for the browser console and the benchmarks. */
+  get debug(): { api: DiskBridge["api"] | undefined; emulator: V86 | undefined } {
+    return { api: this.bridge?.api, emulator: this.emulator };
+  }
+
   /** Subscribes to guest serial output; `clear` empties the terminal (with an optional banner). */
   onSerial(listener: (bytes: Uint8Array) => void, clear: (banner?: string) => void): () => void {
     this.serialListeners.add(listener);
@@ -125,6 +130,10 @@ export class Session {
       }
       this.launch(initialState);
       this.status = initialState ? "running" : "booting";
+      if (info.resume) {
+        const when = new Date(info.resume.time).toLocaleString();
+        this.banner(`resumed ${info.resume.name ?? "checkpoint"} of ${when} · press Enter for a prompt`);
+      }
       this.lastCheckpointAt = performance.now();
       this.autoTimer = setInterval(() => void this.autoCheckpoint(), AUTO_TICK_MS);
       // Best effort: make the last writes durable when the tab goes away.

@@ -89,6 +89,8 @@ export class DiskService {
   private progressTimer: ReturnType<typeof setInterval> | undefined;
   private errorListener: ((message: string) => void) | undefined;
   private memoryBytes: number | null = null;
+  private activity: ActivityBucket[] = [];
+  private activitySeq = 0;
 
   constructor(private readonly deps: ServiceDeps) {}
 
@@ -204,6 +206,8 @@ export class DiskService {
   async resetToImage(): Promise<void> {
     await this.opened.reset();
     await this.saved.refresh();
+    this.activity = [];
+    this.activitySeq = 0;
   }
 
   stats(): TransferStats {
@@ -252,11 +256,15 @@ export class DiskService {
     const store = await this.store();
     const disk = this.opened;
     await disk.flush();
+    // Activity is summarised incrementally: only log records since the last call are read, so
+    // the timeline's cost does not grow with the length of history.
     const [markers, checkpoints, log] = await Promise.all([
       store.listMarkers(disk.id),
       this.saved.list(),
-      store.listLog(disk.id),
+      store.listLog(disk.id, this.activitySeq + 1),
     ]);
+    this.activity = bucketActivity(log, this.activity);
+    this.activitySeq = log.at(-1)?.seq ?? this.activitySeq;
     const markerIds = new Set(checkpoints.map((c) => c.id));
     return {
       now: disk.now,
@@ -264,7 +272,7 @@ export class DiskService {
       // Checkpoints are listed with their thumbnails; their plain markers would only duplicate them.
       markers: markers.filter((m) => !markerIds.has(m.id)),
       checkpoints: checkpoints.map(summary).sort((a, b) => a.time - b.time),
-      activity: bucketActivity(log),
+      activity: this.activity,
     };
   }
 
@@ -377,9 +385,14 @@ function uniqueName(base: string, machines: MachineRecord[]): string {
   for (let i = 2; ; i++) if (!names.has(`${base} ${i}`)) return `${base} ${i}`;
 }
 
-function bucketActivity(log: { branch: number; time: number; seq: number; length: number }[]): ActivityBucket[] {
-  const buckets: ActivityBucket[] = [];
+/** Adds log records (in seq order) to activity buckets; returns a new list. */
+function bucketActivity(
+  log: { branch: number; time: number; seq: number; length: number }[],
+  previous: ActivityBucket[] = [],
+): ActivityBucket[] {
+  const buckets = previous.map((b) => ({ ...b }));
   const open = new Map<number, ActivityBucket>();
+  for (const b of buckets) open.set(b.branch, b);
   for (const r of log) {
     const time = r.time - (r.time % ACTIVITY_BUCKET_MS);
     let bucket = open.get(r.branch);

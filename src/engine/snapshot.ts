@@ -66,7 +66,7 @@ export async function storeForm(data: Uint8Array): Promise<{ ref: ChunkRef; stor
  * group ends after a page whose hash has its low 4 bits zero (on average every 16 pages), so an
  * inserted page changes only its own group and the next publish re-uploads little.
  */
-async function groupState(state: Uint8Array): Promise<Uint8Array[]> {
+export async function groupState(state: Uint8Array): Promise<Uint8Array[]> {
   const groups: Uint8Array[] = [];
   let start = 0;
   let at = 0;

@@ -5,6 +5,7 @@
 import { V86 } from "v86";
 import v86WasmUrl from "v86/build/v86.wasm?url";
 import type { V86DiskAdapter } from "./disk-adapter.ts";
+import { DEFAULT_MEMORY, VGA_MEMORY } from "./machine-config.ts";
 
 export interface MachineOptions {
   /** Element v86 draws the VGA screen into (a div holding a text div and a canvas). */
@@ -19,14 +20,13 @@ export interface MachineOptions {
   onSerial: (bytes: Uint8Array) => void;
 }
 
-/** Guest RAM: enough for a busybox system; smaller RAM means smaller checkpoints. */
-export const DEFAULT_MEMORY = 64 * 1024 * 1024;
+export { DEFAULT_MEMORY } from "./machine-config.ts";
 
 export function startMachine(options: MachineOptions): V86 {
   const emulator = new V86({
     wasm_path: v86WasmUrl,
     memory_size: options.memoryBytes ?? DEFAULT_MEMORY,
-    vga_memory_size: 8 * 1024 * 1024,
+    vga_memory_size: VGA_MEMORY,
     screen_container: options.screen,
     bios: { url: options.biosUrl },
     vga_bios: { url: options.vgaBiosUrl },

@@ -12,13 +12,13 @@ test("a chunk whose bytes do not match its hash is refused and the page says so"
   const dir = await mkdtemp(join(tmpdir(), "sandglass-corrupt-"));
   try {
     await cp(REPO_ROOT, dir, { recursive: true });
-    const manifest = JSON.parse(await readFile(join(dir, "images/default.json"), "utf8")) as { chunks: (string | null)[] };
+    const manifest = JSON.parse(await readFile(join(dir, "images/plain.json"), "utf8")) as { chunks: (string | null)[] };
     const first = manifest.chunks[0];
     expect(first).toBeTruthy();
     await writeFile(join(dir, "chunks", first!), Buffer.from("these are not the bytes you are looking for"));
     const repo = await serve(dir);
     try {
-      await page.goto(repo.url);
+      await page.goto(`${repo.url}#/i/plain`); // cold boot: the BIOS reads the MBR first
       await expect(page.getByTestId("error")).toContainText("failed verification");
       await expect(page.getByTestId("status")).toHaveText("Stopped");
       await expect(terminal(page)).not.toContainText("root@sandglass:");

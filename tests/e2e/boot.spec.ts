@@ -5,7 +5,8 @@
 import { expect, run, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
 
 test("cold boot, persist a file across reload with no chunk fetched, reset to image", async ({ page, repo }) => {
-  await page.goto(repo.url);
+  // "plain" has no booted snapshot: the kernel boots from chunks streamed through the disk worker.
+  await page.goto(`${repo.url}#/i/plain`);
   await waitForShell(page);
   await run(page, "echo hello-$((6*7))", "hello-42");
   await expect(terminal(page)).toContainText("Welcome to Sandglass");
@@ -30,8 +31,13 @@ test("cold boot, persist a file across reload with no chunk fetched, reset to im
   await run(page, "test -e /root/note.txt || echo gone-$((3*3))", "gone-9");
 });
 
-test("the default image and a named image are addressable", async ({ page, repo }) => {
-  await page.goto(`${repo.url}#/i/default`);
+test("the site resumes the default image's booted snapshot; another image is addressable", async ({ page, repo }) => {
+  await page.goto(repo.url);
   await expect(page.getByTestId("machine-name")).toHaveText("default");
-  await expect(terminal(page)).toContainText("root@sandglass:", { timeout: 180_000 });
+  await waitForShell(page);
+  await expect(terminal(page)).not.toContainText("Welcome to Sandglass"); // resumed, not booted
+  await page.goto("about:blank");
+  await page.goto(`${repo.url}#/i/plain`);
+  await expect(page.getByTestId("machine-name")).toHaveText("plain");
+  await expect(terminal(page)).toContainText("Welcome to Sandglass", { timeout: 180_000 });
 });

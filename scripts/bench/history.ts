@@ -1,0 +1,242 @@
+/**
+ * Issue 3 benchmarks: rewind latency as history grows, guest `dd` against v86's in-memory disk,
+ * checkpoint cost (idle and under writes), storage growth while idle, and how well page-split
+ * checkpoints deduplicate compared with content-defined chunking.
+ *
+ * Long histories are made through the real engine in the real page (window.sandglass.debug):
+ * the writes put back bytes the disk already holds, in the boot partition the running guest never
+ * touches, so the log and the block index grow while the guest stays consistent.
+ */
+import { createHash } from "node:crypto";
+import type { Browser, Page } from "playwright-core";
+import { splitState } from "../../src/engine/checkpoint-format.ts";
+import { appAnswers, table, typeApp, waitFor, type Servers } from "./run.ts";
+
+const MiB = 2 ** 20;
+/** Inside partition 1 (FAT, sectors 2048..67583), past the files the bootloader used. */
+const SCRATCH_OFFSET = 24 * MiB;
+const SCRATCH_BLOCKS = 256;
+
+const serial = (page: Page) => page.locator(".terminal .xterm-rows").innerText();
+
+/** Runs a guest command bracketed by markers; returns ms between the markers appearing. */
+async function timed(page: Page, command: string, timeoutMs = 600_000): Promise<number> {
+  const n = Math.floor(Math.random() * 1e6);
+  await typeApp(page, `echo T0-$((${n}+0)); ${command}; echo T1-$((${n}+1))\n`);
+  let t0 = 0;
+  await waitFor(
+    async () => {
+      const text = await serial(page);
+      if (!t0 && text.includes(`T0-${n}`)) t0 = Date.now();
+      return text.includes(`T1-${n + 1}`);
+    },
+    timeoutMs,
+    command,
+  );
+  return Date.now() - t0;
+}
+
+async function baselineTimed(page: Page, command: string): Promise<number> {
+  const n = Math.floor(Math.random() * 1e6);
+  await page.evaluate((c) => (window as unknown as { sendSerial(t: string): void }).sendSerial(c), `echo T0-$((${n}+0)); ${command}; echo T1-$((${n}+1))\n`);
+  let t0 = 0;
+  await waitFor(
+    async () => {
+      const text = await page.evaluate(() => (window as unknown as { serialText: string }).serialText);
+      if (!t0 && text.includes(`T0-${n}`)) t0 = Date.now();
+      return text.includes(`T1-${n + 1}`);
+    },
+    600_000,
+    command,
+  );
+  return Date.now() - t0;
+}
+
+const DD_WRITE = "dd if=/dev/zero of=/root/big bs=1M count=64 conv=fsync 2>/dev/null";
+const DD_READ = "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/root/big of=/dev/null bs=1M 2>/dev/null; rm /root/big; sync";
+
+/** Grows the machine's history by `writes` logged writes and `checkpoints` checkpoints. */
+async function grow(page: Page, writes: number, checkpoints: number): Promise<void> {
+  await page.evaluate(
+    async ({ writes, checkpoints, offset, blocks }) => {
+      const { api, emulator } = (window as unknown as { sandglass: { debug: { api: any; emulator: any } } }).sandglass.debug;
+      const state = new Uint8Array(await emulator.save_state());
+      const perRound = Math.max(1, Math.floor(writes / Math.max(1, checkpoints)));
+      let done = 0;
+      for (let c = 0; c < Math.max(checkpoints, 1); c++) {
+        const batch: Promise<void>[] = [];
+        const count = c === checkpoints - 1 || checkpoints === 0 ? writes - done : Math.min(perRound, writes - done);
+        for (let i = 0; i < count; i++) {
+          const at = offset + ((done + i) % blocks) * 4096;
+          batch.push(api.read(at, 4096).then((data: Uint8Array) => api.write(at, data)));
+          if (batch.length >= 256) await Promise.all(batch.splice(0));
+        }
+        await Promise.all(batch);
+        done += count;
+        if (checkpoints > 0) await api.saveCheckpoint(await api.pointNow(), state, { auto: true });
+      }
+      await api.flush();
+    },
+    { writes, checkpoints, offset: SCRATCH_OFFSET, blocks: SCRATCH_BLOCKS },
+  );
+}
+
+/** Rewinds to the oldest checkpoint through the session (as a click does); ms to shell answering. */
+async function rewindLatency(page: Page): Promise<number> {
+  const started = Date.now();
+  await page.evaluate(async () => {
+    const s = (window as unknown as { sandglass: any }).sandglass;
+    const timeline = await s.debug.api.timeline();
+    const oldest = timeline.checkpoints[0];
+    await s.rewindTo(oldest);
+  });
+  await appAnswers(page);
+  return Date.now() - started;
+}
+
+/** Bytes a sequence of states adds to a store, deduplicated by the given cutting rule. */
+function dedup(states: Uint8Array[], cut: (s: Uint8Array) => Uint8Array[]): number[] {
+  const seen = new Set<string>();
+  return states.map((state) => {
+    let added = 0;
+    for (const piece of cut(state)) {
+      const h = createHash("sha256").update(piece).digest("hex");
+      if (!seen.has(h)) {
+        seen.add(h);
+        added += piece.byteLength;
+      }
+    }
+    return added;
+  });
+}
+
+/** Content-defined chunking with a gear rolling hash (FastCDC-style), 1–16 KiB, ~4 KiB average. */
+function cdc(state: Uint8Array): Uint8Array[] {
+  const gear = new Uint32Array(256);
+  let seed = 0x9e3779b9;
+  for (let i = 0; i < 256; i++) gear[i] = seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  const MIN = 1024;
+  const MAX = 16384;
+  const MASK = (1 << 12) - 1;
+  const out: Uint8Array[] = [];
+  let start = 0;
+  let hash = 0;
+  for (let i = 0; i < state.length; i++) {
+    hash = ((hash << 1) + gear[state[i]!]!) >>> 0;
+    const len = i - start + 1;
+    if ((len >= MIN && (hash & MASK) === 0) || len >= MAX) {
+      out.push(state.subarray(start, i + 1));
+      start = i + 1;
+      hash = 0;
+    }
+  }
+  if (start < state.length) out.push(state.subarray(start));
+  return out;
+}
+
+async function pageState(page: Page): Promise<Uint8Array> {
+  const b64 = await page.evaluate(async () => {
+    const state = new Uint8Array(await (window as unknown as { sandglass: any }).sandglass.debug.emulator.save_state());
+    let s = "";
+    for (let i = 0; i < state.length; i += 0x8000) s += String.fromCharCode(...state.subarray(i, i + 0x8000));
+    return btoa(s);
+  });
+  return new Uint8Array(Buffer.from(b64, "base64"));
+}
+
+async function checkpointCost(page: Page): Promise<{ pauseMs: number; storedBytes: number }> {
+  return page.evaluate(async () => {
+    const s = (window as unknown as { sandglass: any }).sandglass;
+    await s.checkpoint(false);
+    return s.lastCheckpoint;
+  });
+}
+
+export async function historyBench(browser: Browser, servers: Servers): Promise<void> {
+  // ── dd: Sandglass (write log on) vs v86's in-memory disk ──
+  const ddRows: (string | number)[][] = [];
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${servers.app.url}#/i/plain`);
+  await appAnswers(page);
+  const sgWrite = await timed(page, DD_WRITE);
+  const sgRead = await timed(page, DD_READ);
+  const base = await browser.newContext();
+  const bpage = await base.newPage();
+  await bpage.goto(`${servers.baseline.url}?mode=buffer`);
+  await waitFor(() => bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("root@sandglass:~# ")), 240_000, "baseline");
+  const v86Write = await baselineTimed(bpage, DD_WRITE);
+  const v86Read = await baselineTimed(bpage, DD_READ);
+  await base.close();
+  const rate = (ms: number) => (64 / (ms / 1000)).toFixed(1) + " MiB/s";
+  ddRows.push(["write 64 MiB (conv=fsync)", rate(sgWrite), rate(v86Write), ((100 * v86Write) / sgWrite).toFixed(0) + " %"]);
+  ddRows.push(["read 64 MiB (caches dropped)", rate(sgRead), rate(v86Read), ((100 * v86Read) / sgRead).toFixed(0) + " %"]);
+  table("Guest dd, Sandglass with write log vs v86 in-memory disk", ["Workload", "Sandglass", "v86 {buffer}", "Sandglass / v86"], ddRows);
+
+  // ── checkpoint cost, idle and under writes; storage growth while idle; dedup rule ──
+  const costRows: (string | number)[][] = [];
+  await page.waitForTimeout(3000);
+  const idleStates = [await pageState(page)];
+  for (let i = 0; i < 3; i++) {
+    const c = await checkpointCost(page);
+    costRows.push(["idle", `${c.pauseMs.toFixed(0)} ms`, `${(c.storedBytes / 1024).toFixed(0)} KiB`]);
+    await page.waitForTimeout(2000);
+  }
+  idleStates.push(await pageState(page));
+  await typeApp(page, "while :; do dd if=/dev/urandom of=/root/w bs=64k count=16 conv=fsync 2>/dev/null; done &\n");
+  await page.waitForTimeout(3000);
+  for (let i = 0; i < 3; i++) {
+    const c = await checkpointCost(page);
+    costRows.push(["write-heavy (dd loop)", `${c.pauseMs.toFixed(0)} ms`, `${(c.storedBytes / 1024).toFixed(0)} KiB`]);
+    await page.waitForTimeout(2000);
+  }
+  const busyState = await pageState(page);
+  await typeApp(page, "kill %1; rm -f /root/w; sync\n");
+  await page.waitForTimeout(5000);
+  const before = await page.evaluate(async () => (await navigator.storage.estimate()).usage ?? 0);
+  await page.waitForTimeout(60_000);
+  const after = await page.evaluate(async () => (await navigator.storage.estimate()).usage ?? 0);
+  costRows.push(["storage growth over one idle minute", "", `${((after - before) / 1024).toFixed(0)} KiB`]);
+  table("Checkpoint cost (main-thread pause of save_state, bytes stored)", ["Workload", "Pause", "Stored"], costRows);
+
+  const states = [...idleStates, busyState];
+  const page4k = dedup(states, splitState);
+  const cdc4k = dedup(states, cdc);
+  table(
+    "Checkpoint dedup: bytes each state adds (state 1 idle, 2 idle later, 3 under writes)",
+    ["Rule", "State 1", "State 2", "State 3"],
+    [
+      ["page split (used)", ...page4k.map((b) => `${(b / MiB).toFixed(2)} MiB`)],
+      ["content-defined, ~4 KiB", ...cdc4k.map((b) => `${(b / MiB).toFixed(2)} MiB`)],
+    ],
+  );
+
+  // ── rewind latency as history grows 100× ──
+  const rewindRows: (string | number)[][] = [];
+  for (const writes of [10_000, 100_000]) {
+    const fresh = await context.newPage();
+    await page.close().catch(() => undefined);
+    await fresh.goto(`${servers.app.url}#/new/plain`);
+    await appAnswers(fresh);
+    let checkpoints = 0;
+    let written = 0;
+    for (const target of [10, 100, 1000]) {
+      const started = Date.now();
+      const addWrites = target === 10 ? writes : 0;
+      await grow(fresh, addWrites, target - checkpoints);
+      written += addWrites;
+      checkpoints = target;
+      const growMs = Date.now() - started;
+      const samples = [await rewindLatency(fresh), await rewindLatency(fresh), await rewindLatency(fresh)].sort((a, b) => a - b);
+      rewindRows.push([checkpoints, written, `${samples[1]} ms`, `${samples[0]}–${samples[2]} ms`, `${(growMs / 1000).toFixed(0)} s`]);
+      console.log(`  rewind with ${checkpoints} checkpoints / ${written} writes: ${samples.join(", ")} ms`);
+    }
+    await fresh.close();
+  }
+  table(
+    "Rewind to a checkpoint: click → shell answering",
+    ["Checkpoints", "Logged writes", "Median of 3", "Range", "(time to build history)"],
+    rewindRows,
+  );
+  await context.close();
+}

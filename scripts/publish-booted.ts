@@ -1,0 +1,176 @@
+/**
+ * Publishes a "booted and idle" snapshot of an image into a repository, and names it in the
+ * image's manifest (`booted`), so opening the site resumes a ready shell instead of booting.
+ *
+ *   tsx scripts/publish-booted.ts --repo build/repo --name default --guest build/guest
+ *
+ * Boots the image in v86 under Node through the same disk adapter the page uses (an in-memory
+ * backend stands in for the disk worker), waits for the shell, drops the guest's caches (with
+ * init_on_free=1 freed pages are zero, and v86 leaves zero pages out of its state), and saves the
+ * state. Skipped when the image and this script are unchanged since the last run.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { parseArgs } from "node:util";
+import { V86 } from "v86";
+import {
+  FORMAT,
+  FORMAT_VERSION,
+  chunkHash,
+  chunkLength,
+  chunkPath,
+  manifestPath,
+  parseManifest,
+  type ChunkRef,
+  type DiskManifest,
+} from "../src/engine/repo-format.ts";
+import { groupState, storeForm } from "../src/engine/snapshot.ts";
+import { V86DiskAdapter } from "../src/vm/disk-adapter.ts";
+import { DEFAULT_MEMORY, VGA_MEMORY } from "../src/vm/machine-config.ts";
+
+const PROMPT = "root@sandglass:~# ";
+const BASE32 = "abcdefghijklmnopqrstuvwxyz234567";
+
+const { values } = parseArgs({
+  options: {
+    repo: { type: "string", default: "build/repo" },
+    name: { type: "string", default: "default" },
+    guest: { type: "string", default: "build/guest" },
+  },
+});
+const repo = values.repo;
+const guest = values.guest;
+const imagePath = join(repo, manifestPath("image", values.name));
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(`${path}.tmp`, data);
+  await rename(`${path}.tmp`, path);
+}
+
+const image = parseManifest(JSON.parse(await readFile(imagePath, "utf8")));
+const v86Dir = join(dirname(createRequire(import.meta.url).resolve("v86")), "..", "build");
+const stamp = createHash("sha256")
+  .update(image.sha256 ?? "")
+  .update(await readFile(new URL(import.meta.url)))
+  .update(await readFile(join(v86Dir, "v86.wasm")))
+  .digest("hex");
+const stampPath = join(guest, ".booted-stamp");
+if (
+  image.booted &&
+  (await exists(join(repo, manifestPath("snapshot", image.booted)))) &&
+  (await readFile(stampPath, "utf8").catch(() => "")) === stamp
+) {
+  console.log(`booted snapshot of "${image.name}" up to date (${image.booted})`);
+  process.exit(0);
+}
+
+const started = performance.now();
+const disk = new Uint8Array(await readFile(join(guest, "disk.img")));
+const changed = new Set<number>();
+const adapter = new V86DiskAdapter(
+  {
+    read: async (offset, length) => disk.slice(offset, offset + length),
+    write: async (offset, data) => {
+      disk.set(data, offset);
+      for (let c = Math.floor(offset / image.chunkSize); c * image.chunkSize < offset + data.byteLength; c++) changed.add(c);
+    },
+  },
+  { size: image.size, chunkSize: image.chunkSize, onError: (err) => fail(String(err)) },
+);
+
+function fail(message: string): never {
+  console.error(`publish-booted: ${message}`);
+  process.exit(1);
+}
+
+const emulator = new V86({
+  wasm_path: join(v86Dir, "v86.wasm"),
+  memory_size: DEFAULT_MEMORY,
+  vga_memory_size: VGA_MEMORY,
+  bios: { buffer: (await readFile(join(guest, "seabios.bin"))).buffer },
+  vga_bios: { buffer: (await readFile(join(guest, "vgabios.bin"))).buffer },
+  hda: adapter as unknown as { buffer: ArrayBuffer },
+  autostart: true,
+  disable_speaker: true,
+});
+let output = "";
+const waitFor = (text: string, timeoutMs: number) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(() => fail(`no "${text.trim()}" from the guest after ${timeoutMs / 1000} s`), timeoutMs);
+    const check = setInterval(() => {
+      if (output.includes(text)) {
+        clearInterval(check);
+        clearTimeout(timer);
+        resolve();
+      }
+    }, 50);
+  });
+emulator.add_listener("serial0-output-byte", (byte: number) => (output += String.fromCharCode(byte)));
+await waitFor(PROMPT, 180_000);
+// Settle: write back everything, then free the page cache (zeroed by init_on_free=1).
+emulator.serial0_send("clear; sync; echo 3 > /proc/sys/vm/drop_caches; echo booted-$((20+1))\n");
+await waitFor("booted-21", 60_000);
+await new Promise((r) => setTimeout(r, 2000));
+output = "";
+const state = new Uint8Array(await emulator.save_state());
+await emulator.destroy();
+
+const files = new Map<ChunkRef, Uint8Array>();
+const chunks = [...image.chunks];
+for (const index of changed) {
+  const data = disk.subarray(index * image.chunkSize, index * image.chunkSize + chunkLength(image, index));
+  if (data.every((b) => b === 0)) {
+    chunks[index] = null;
+    continue;
+  }
+  const { ref, stored } = await storeForm(data);
+  if (chunks[index] && chunkHash(chunks[index]) === chunkHash(ref)) continue;
+  chunks[index] = ref;
+  files.set(ref, stored);
+}
+const pieces: ChunkRef[] = [];
+for (const group of await groupState(state)) {
+  const { ref, stored } = await storeForm(group);
+  pieces.push(ref);
+  files.set(ref, stored);
+}
+// A stable id for the same inputs (repeat builds publish the same snapshot).
+const digest = createHash("sha256").update(stamp).update(state).digest();
+const id = Array.from(digest.subarray(0, 26), (b) => BASE32[b & 31]).join("");
+const snapshot: DiskManifest = {
+  format: FORMAT,
+  version: FORMAT_VERSION,
+  kind: "snapshot",
+  name: id,
+  description: `${image.description} (booted, idle)`,
+  created: new Date().toISOString(),
+  size: image.size,
+  chunkSize: image.chunkSize,
+  chunks,
+  storedBytes: [...files.values()].reduce((n, f) => n + f.byteLength, 0),
+  parent: { kind: "image", name: image.name },
+  machine: { pieces, stateBytes: state.byteLength, memoryBytes: DEFAULT_MEMORY },
+};
+for (const [ref, stored] of files) {
+  const path = join(repo, chunkPath(ref));
+  if (!(await exists(path))) await writeAtomic(path, stored);
+}
+await writeAtomic(join(repo, manifestPath("snapshot", id)), JSON.stringify(snapshot) + "\n");
+await writeAtomic(imagePath, JSON.stringify({ ...image, booted: id }) + "\n");
+await writeFile(stampPath, stamp);
+const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+console.log(
+  `booted snapshot ${id}: state ${mib(state.byteLength)} MiB, ${changed.size} disk chunks written by boot, ` +
+    `${mib(snapshot.storedBytes)} MiB stored, in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+);
+process.exit(0);
