@@ -1,6 +1,7 @@
 /**
  * `npm start`'s server: the built app and the image repository on 127.0.0.1.
- *   tsx server/main.ts --repo build/repo --app dist [--port 8080]
+ *   tsx server/main.ts --repo build/repo --app dist [--port 8080] [--no-uploads]
+ * Snapshot uploads are on unless --no-uploads; SANDGLASS_UPLOAD_TOKEN makes them need that token.
  */
 import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -11,6 +12,7 @@ const { values } = parseArgs({
     repo: { type: "string", default: "build/repo" },
     app: { type: "string", default: "dist" },
     port: { type: "string", default: "8080" },
+    "no-uploads": { type: "boolean", default: false },
   },
 });
 
@@ -21,7 +23,12 @@ for (const [what, dir] of [["repository", values.repo], ["app", values.app]] as 
   }
 }
 
-const server = await startServer({ repoRoot: values.repo, appRoot: values.app, port: Number(values.port) }).catch(
+const server = await startServer({
+  repoRoot: values.repo,
+  appRoot: values.app,
+  port: Number(values.port),
+  uploads: !values["no-uploads"],
+}).catch(
   (err: unknown) => {
     console.error(`sandglass: could not listen on 127.0.0.1:${values.port}: ${String(err)}`);
     process.exit(1);

@@ -2,13 +2,15 @@
  * The repository server: the built app at `/` and an image repository folder at `/repo/`
  * (format: src/engine/repo-format.ts). Plain static files with the headers that make them cheap:
  * chunks are immutable (named by content hash), manifests revalidate by ETag, raw images answer
- * HTTP range requests. The same handler runs inside Vite's dev server.
+ * HTTP range requests. Snapshot uploads are verified in uploads.ts. The same handler runs inside
+ * Vite's dev server.
  */
 import { createReadStream, type Stats } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { extname, join, resolve, sep } from "node:path";
+import { handleUpload, type UploadOptions } from "./uploads.ts";
 
 export interface RequestRecord {
   method: string;
@@ -18,7 +20,7 @@ export interface RequestRecord {
   bytes: number;
 }
 
-export interface RepoServerOptions {
+export interface RepoServerOptions extends UploadOptions {
   /** The repository folder served at /repo/. */
   repoRoot: string;
   /** The built app (Vite's dist/), served at /; omitted inside Vite's dev server. */
@@ -209,6 +211,9 @@ export function createRepoHandler(options: RepoServerOptions): Handler {
     }
     record(req, res, options.onRequest);
     if (req.method !== "GET" && req.method !== "HEAD") {
+      const reply = (status: number, body: Record<string, unknown>, headers: Record<string, string> = {}) =>
+        sendJson(res, status, { ...body, ...(status >= 400 ? { status } : {}) }, headers);
+      if (isRepo && (await handleUpload(req, repoRoot, path.slice(REPO_PREFIX.length), options, reply))) return;
       sendError(res, 405, `${req.method ?? "?"} is not allowed here`, { Allow: "GET, HEAD" });
       return;
     }

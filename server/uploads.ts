@@ -1,0 +1,234 @@
+/**
+ * The repository's write side: publishing snapshots. Everything written is verified first, so the
+ * read side stays plain static files any host can serve.
+ *
+ *   POST /repo/api/missing          {"refs": [...]} → {"missing": [...]}: what to upload
+ *   PUT  /repo/chunks/<ref>         a chunk file; its (uncompressed) bytes must hash to <ref>
+ *   PUT  /repo/snapshots/<id>.json  a snapshot manifest: schema-checked, its chunks and parent
+ *                                   present, never overwritten
+ *
+ * Sizes are bounded, names are matched by strict patterns (no path can leave the repository), and
+ * with SANDGLASS_UPLOAD_TOKEN (or the `uploadToken` option) writes need `Authorization: Bearer`.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import type { IncomingMessage } from "node:http";
+import { dirname, join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import {
+  MAX_CHUNK_BYTES,
+  MAX_MANIFEST_BYTES,
+  chunkHash,
+  chunkPath,
+  isChunkRef,
+  isCompressed,
+  isValidSnapshotId,
+  manifestPath,
+  parseManifest,
+  referencedChunks,
+} from "../src/engine/repo-format.ts";
+
+export interface UploadOptions {
+  /** false: every write answers 403. */
+  uploads?: boolean;
+  /** Required bearer token for writes; defaults to $SANDGLASS_UPLOAD_TOKEN. */
+  uploadToken?: string;
+}
+
+const MAX_MISSING_REFS = 200_000;
+const MAX_MISSING_BODY = 16 * 1024 * 1024;
+
+type Reply = (status: number, body: Record<string, unknown>, headers?: Record<string, string>) => void;
+
+class TooLarge extends Error {}
+
+/** Past this, an oversized body is cut off rather than read to the end to answer politely. */
+const MAX_DRAIN = 64 * 1024 * 1024;
+
+/**
+ * Reads a request body, refusing more than `limit` bytes (declared or actually sent). An oversized
+ * body is read on and dropped (up to MAX_DRAIN), so the client gets the 413 instead of a reset.
+ */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"] ?? "0");
+  if (declared > MAX_DRAIN) {
+    req.destroy();
+    throw new TooLarge();
+  }
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const part of req) {
+    size += (part as Buffer).length;
+    if (size > MAX_DRAIN) {
+      req.destroy();
+      break;
+    }
+    if (size <= limit) parts.push(part as Buffer);
+  }
+  if (size > limit) throw new TooLarge();
+  return Buffer.concat(parts);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.upload-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
+}
+
+function tokenOk(req: IncomingMessage, token: string, reply: Reply): boolean {
+  const header = req.headers.authorization ?? "";
+  const m = /^Bearer\s+(.+)$/i.exec(header);
+  if (!m) {
+    reply(401, { error: "Publishing to this repository needs an upload token (Authorization: Bearer …)" }, { "WWW-Authenticate": "Bearer" });
+    return false;
+  }
+  const given = Buffer.from(m[1]!.trim());
+  const expected = Buffer.from(token);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    reply(403, { error: "The upload token is wrong" });
+    return false;
+  }
+  return true;
+}
+
+/**
+ * Handles a write request under /repo/ (`rel` is the path after it). Returns false when the
+ * request is not a write this module knows, so the caller answers 405.
+ */
+export async function handleUpload(
+  req: IncomingMessage,
+  repoRoot: string,
+  rel: string,
+  options: UploadOptions,
+  reply: Reply,
+): Promise<boolean> {
+  const isMissing = req.method === "POST" && rel === "api/missing";
+  const chunk = req.method === "PUT" ? /^chunks\/([^/]+)$/.exec(rel) : null;
+  const snapshot = req.method === "PUT" ? /^snapshots\/([^/]+)\.json$/.exec(rel) : null;
+  if (!isMissing && !chunk && !snapshot) return false;
+  if (options.uploads === false) {
+    reply(403, { error: "Uploads are disabled on this server" });
+    return true;
+  }
+  const token = options.uploadToken ?? process.env.SANDGLASS_UPLOAD_TOKEN;
+  if (token && !tokenOk(req, token, reply)) return true;
+  const name = safeDecode((chunk ?? snapshot)?.[1] ?? "");
+  try {
+    if (isMissing) await missing(req, repoRoot, reply);
+    else if (chunk) await putChunk(req, repoRoot, name, reply);
+    else await putSnapshot(req, repoRoot, name, reply);
+  } catch (err) {
+    if (err instanceof TooLarge) reply(413, { error: "The upload is larger than this server accepts" }, { Connection: "close" });
+    else throw err;
+  }
+  return true;
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return "";
+  }
+}
+
+async function missing(req: IncomingMessage, root: string, reply: Reply): Promise<void> {
+  let body: { refs?: unknown };
+  try {
+    body = JSON.parse((await readBody(req, MAX_MISSING_BODY)).toString("utf8")) as { refs?: unknown };
+  } catch (err) {
+    if (err instanceof TooLarge) throw err;
+    reply(400, { error: "The body must be JSON: {\"refs\": [...]}" });
+    return;
+  }
+  const refs = body.refs;
+  if (!Array.isArray(refs) || refs.length > MAX_MISSING_REFS || !refs.every(isChunkRef)) {
+    reply(400, { error: `refs must be a list of at most ${MAX_MISSING_REFS} chunk refs` });
+    return;
+  }
+  const absent: string[] = [];
+  for (const ref of new Set(refs)) if (!(await exists(join(root, chunkPath(ref))))) absent.push(ref);
+  reply(200, { missing: absent });
+}
+
+async function putChunk(req: IncomingMessage, root: string, ref: string, reply: Reply): Promise<void> {
+  if (!isChunkRef(ref)) {
+    reply(400, { error: "A chunk is named by the SHA-256 of its content (64 hex digits, .gz if compressed)" });
+    return;
+  }
+  const body = await readBody(req, MAX_CHUNK_BYTES);
+  let content: Buffer;
+  try {
+    content = isCompressed(ref) ? gunzipSync(body, { maxOutputLength: 4 * MAX_CHUNK_BYTES }) : body;
+  } catch {
+    reply(422, { error: `${ref.slice(0, 12)}… is named .gz but is not gzip data (or unpacks too large)` });
+    return;
+  }
+  const actual = createHash("sha256").update(content).digest("hex");
+  if (actual !== chunkHash(ref)) {
+    reply(422, { error: `The chunk does not hash to its name: expected ${chunkHash(ref).slice(0, 12)}…, got ${actual.slice(0, 12)}…` });
+    return;
+  }
+  const path = join(root, chunkPath(ref));
+  if (await exists(path)) {
+    reply(200, { stored: false, ref });
+    return;
+  }
+  await writeAtomic(path, body);
+  reply(201, { stored: true, ref });
+}
+
+async function putSnapshot(req: IncomingMessage, root: string, id: string, reply: Reply): Promise<void> {
+  if (!isValidSnapshotId(id)) {
+    reply(400, { error: "A snapshot id is 26 letters a-z and digits 2-7" });
+    return;
+  }
+  const body = await readBody(req, MAX_MANIFEST_BYTES);
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString("utf8"));
+  } catch {
+    reply(400, { error: "The manifest is not valid JSON (truncated?)" });
+    return;
+  }
+  let manifest;
+  try {
+    manifest = parseManifest(json);
+  } catch (err) {
+    reply(422, { error: err instanceof Error ? err.message : String(err) });
+    return;
+  }
+  if (manifest.kind !== "snapshot" || manifest.name !== id) {
+    reply(422, { error: `The manifest must describe snapshot "${id}"` });
+    return;
+  }
+  const path = join(root, manifestPath("snapshot", id));
+  const text = JSON.stringify(manifest) + "\n";
+  // Stored as re-serialised from the checked manifest, so unknown fields never reach readers.
+  const existing = await readFile(path, "utf8").catch(() => null);
+  if (existing !== null) {
+    if (existing === text) reply(200, { stored: false, id });
+    else reply(409, { error: "Snapshots are immutable: this id is taken" });
+    return;
+  }
+  const absent: string[] = [];
+  for (const ref of referencedChunks(manifest)) if (!(await exists(join(root, chunkPath(ref))))) absent.push(ref);
+  if (absent.length > 0) {
+    reply(409, { error: `${absent.length} chunks this snapshot needs are not in the repository; upload them first`, missing: absent.slice(0, 20) });
+    return;
+  }
+  if (!(await exists(join(root, manifestPath(manifest.parent!.kind, manifest.parent!.name))))) {
+    reply(409, { error: `The parent ${manifest.parent!.kind} "${manifest.parent!.name}" is not in this repository` });
+    return;
+  }
+  await writeAtomic(path, text);
+  reply(201, { stored: true, id });
+}
