@@ -78,8 +78,8 @@ export class Session {
   ) {}
 
   /** The disk worker's API and the emulator, for the browser console and the benchmarks. */
-  get debug(): { api: DiskBridge["api"] | undefined; emulator: V86 | undefined } {
-    return { api: this.bridge?.api, emulator: this.emulator };
+  get debug(): { api: DiskBridge["api"] | undefined; emulator: V86 | undefined; disk: V86DiskAdapter | undefined } {
+    return { api: this.bridge?.api, emulator: this.emulator, disk: this.disk };
   }
 
   /** Subscribes to guest serial output; `clear` empties the terminal (with an optional banner). */

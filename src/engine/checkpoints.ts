@@ -5,6 +5,7 @@
 import { createSHA256, type IHasher } from "hash-wasm";
 import { CHECKPOINT_FORMAT, joinState, splitState } from "./checkpoint-format.ts";
 import type { LocalStore } from "./local-store.ts";
+import { ByteLru } from "./lru.ts";
 import type { CheckpointRecord, Point } from "./store-format.ts";
 
 export interface SaveOptions {
@@ -13,7 +14,16 @@ export interface SaveOptions {
   name?: string;
 }
 
+/**
+ * Pieces kept in worker memory. Checkpoints share most pieces, so this holds the recent ones
+ * whole and makes a rewind read only the few pieces it lacks from IndexedDB (a state is ~9,000
+ * pieces: reading them all costs far more than restoring).
+ */
+const PIECE_MEMORY = 192 * 1024 * 1024;
+
 export class Checkpoints {
+  private readonly pieces = new ByteLru<string>(PIECE_MEMORY);
+
   private constructor(
     private readonly store: LocalStore,
     private readonly machine: string,
@@ -22,10 +32,17 @@ export class Checkpoints {
     // hash-wasm's hasher is synchronous once built: thousands of 4 KiB pieces without an
     // await each (WebCrypto's digest is one promise per call).
     private readonly hasher: IHasher,
+    /** This machine's checkpoints, kept in memory: listing them is on every rewind's path. */
+    private readonly records: CheckpointRecord[],
   ) {}
 
   static async open(store: LocalStore, machine: string): Promise<Checkpoints> {
-    return new Checkpoints(store, machine, await store.statePieceHashes(), await createSHA256());
+    const [known, hasher, records] = await Promise.all([
+      store.statePieceHashes(),
+      createSHA256(),
+      store.listCheckpoints(machine),
+    ]);
+    return new Checkpoints(store, machine, known, hasher, records);
   }
 
   /** Stores `state` as a checkpoint at `point`; returns its record (with the bytes it added). */
@@ -43,6 +60,7 @@ export class Checkpoints {
         fresh.set(hash, piece.slice());
         storedBytes += piece.byteLength;
       }
+      if (!this.pieces.has(hash)) this.pieces.set(hash, fresh.get(hash) ?? piece.slice());
     }
     const record: CheckpointRecord = {
       machine: this.machine,
@@ -60,25 +78,39 @@ export class Checkpoints {
     };
     await this.store.putCheckpoint(record, fresh);
     for (const hash of fresh.keys()) this.known.add(hash);
+    this.records.push(record);
     return record;
   }
 
   /** The checkpoint and its state, byte for byte as v86 saved it. */
   async load(id: string): Promise<{ record: CheckpointRecord; state: Uint8Array }> {
-    const record = await this.store.getCheckpoint(this.machine, id);
+    const record = this.records.find((r) => r.id === id);
     if (!record) throw new Error(`no checkpoint ${id} in this machine`);
-    const state = joinState(await this.store.statePieces(record.pieces));
+    const got = new Map<string, Uint8Array>();
+    const lacking: string[] = [];
+    for (const h of new Set(record.pieces)) {
+      const hot = this.pieces.get(h);
+      if (hot) got.set(h, hot);
+      else lacking.push(h);
+    }
+    const loaded = lacking.length ? await this.store.statePieces(lacking) : [];
+    lacking.forEach((h, i) => {
+      got.set(h, loaded[i]!);
+      this.pieces.set(h, loaded[i]!);
+    });
+    const state = joinState(record.pieces.map((h) => got.get(h)!));
     if (state.byteLength !== record.stateBytes) throw new Error(`checkpoint ${id} is damaged (size mismatch)`);
     return { record, state };
   }
 
   list(): Promise<CheckpointRecord[]> {
-    return this.store.listCheckpoints(this.machine);
+    return Promise.resolve([...this.records]);
   }
 
-  /** Forgets which pieces exist (after the store collected garbage). */
+  /** Re-reads what is stored (after the machine's history was cleared or garbage collected). */
   async refresh(): Promise<void> {
     this.known.clear();
     for (const h of await this.store.statePieceHashes()) this.known.add(h);
+    this.records.splice(0, this.records.length, ...(await this.store.listCheckpoints(this.machine)));
   }
 }

@@ -174,22 +174,23 @@ export class ChunkSource {
 
   /**
    * Any chunk file of the repository by ref (disk chunks, machine state pieces): memory, then
-   * IndexedDB, then the network, verified. `length` is checked when known.
+   * IndexedDB, then the network, verified. `length` is checked when known. `keep: false` is for
+   * data used once (a snapshot's machine state, which becomes a checkpoint): not cached here.
    */
-  getRef(ref: string, length: number | null, what: string): Promise<Uint8Array> {
+  getRef(ref: string, length: number | null, what: string, keep = true): Promise<Uint8Array> {
     const hash = chunkHash(ref);
     const hot = this.memory.get(hash);
     if (hot) return Promise.resolve(hot);
     // Concurrent readers of one chunk (or of two chunks with equal content) share one load.
     let pending = this.inflight.get(hash);
     if (!pending) {
-      pending = this.loadCold(ref, hash, length, what).finally(() => this.inflight.delete(hash));
+      pending = this.loadCold(ref, hash, length, what, keep).finally(() => this.inflight.delete(hash));
       this.inflight.set(hash, pending);
     }
     return pending;
   }
 
-  private async loadCold(ref: string, hash: string, length: number | null, what: string): Promise<Uint8Array> {
+  private async loadCold(ref: string, hash: string, length: number | null, what: string, keep: boolean): Promise<Uint8Array> {
     const local = await this.store.getChunk(hash);
     if (local) {
       this.stats.cacheChunks++;
@@ -198,6 +199,7 @@ export class ChunkSource {
       return local;
     }
     const data = await this.fetchVerified(ref, hash, length, what);
+    if (!keep) return data;
     this.memory.set(hash, data);
     // A full quota must not stop the guest: the chunk is still served from memory.
     await this.store.putChunk(hash, data).catch(() => undefined);

@@ -156,7 +156,7 @@ export class DiskService {
     let sharedState: Uint8Array | null = null;
     if (manifest.machine && !(await store.listCheckpoints(machine.id)).length) {
       const m = manifest.machine;
-      const pieces = await Promise.all(m.pieces.map((ref, i) => base.getRef(ref, null, `machine state piece ${i}`)));
+      const pieces = await Promise.all(m.pieces.map((ref, i) => base.getRef(ref, null, `machine state piece ${i}`, false)));
       sharedState = joinState(pieces);
       if (sharedState.byteLength !== m.stateBytes) throw new Error("The snapshot's machine state has the wrong size; it cannot be resumed.");
     }

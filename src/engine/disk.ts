@@ -325,7 +325,8 @@ export class Disk {
     };
     for (let i = 0; i < blockCount; i++) {
       const block = firstBlock + i;
-      const content = span.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
+      // A copy, not a view: IndexedDB (and postMessage) would store the whole underlying buffer.
+      const content = span.slice(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
       const pendingBlock: PendingBlock = { block, branch: branch.id, seq, data: content };
       this.pending.blocks.push(pendingBlock);
       this.resolved.set(block, content);
