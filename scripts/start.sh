@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 [[ -d node_modules ]] || npm ci
 bash scripts/system-deps.sh image
 bash scripts/prepare-guest.sh
-npx vite build --logLevel warn
+npx vite build --logLevel error
 exec npx tsx server/main.ts --repo build/repo --app dist --port "${PORT:-8080}"

@@ -7,7 +7,7 @@ want=${1:-all}
 
 declare -A cmd_pkg=(
   [mkfs.vfat]=dosfstools [mcopy]=mtools [mke2fs]=e2fsprogs [sfdisk]=fdisk
-  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux
+  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux [debugfs]=e2fsprogs [xz]=xz-utils
 )
 missing=()
 if [[ $want == image || $want == all ]]; then
@@ -18,17 +18,24 @@ fi
 if [[ $want == browser || $want == all ]]; then
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 fi
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+# build-image.sh downloads the i386 kernel and busybox: apt must know the i386 packages.
+needs_i386=0
+if [[ $want == image || $want == all ]] && ! apt-cache show linux-image-686:i386 >/dev/null 2>&1; then
+  needs_i386=1
+fi
+[[ ${#missing[@]} -eq 0 && $needs_i386 -eq 0 ]] && exit 0
 
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 if [[ $(id -u) -ne 0 ]]; then
-  echo "Sandglass needs these Debian packages: ${missing[*]}" >&2
-  echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
+  [[ ${#missing[@]} -gt 0 ]] && echo "Sandglass needs these Debian packages: ${missing[*]}" >&2
+  echo "Run as root: sudo bash scripts/system-deps.sh $want" >&2
   exit 1
 fi
-echo "Installing Debian packages: ${missing[*]}"
+[[ ${#missing[@]} -gt 0 ]] && echo "Installing Debian packages: ${missing[*]}"
 # The guest kernel and busybox are i386 packages, fetched later by build-image.sh.
 dpkg --print-foreign-architectures | grep -qx i386 || dpkg --add-architecture i386
 # A mirror that is mid-sync can fail one index; the packages we need are still found.
 apt-get update -q || echo "apt-get update reported errors; continuing" >&2
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [[ ${#missing[@]} -gt 0 ]]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -15,6 +15,6 @@ npx vitest run
 step "guest image and repository"
 bash scripts/prepare-guest.sh
 step "build"
-npx vite build --logLevel warn
+npx vite build --logLevel error
 step "end-to-end (Chromium, real guest)"
 npx playwright test

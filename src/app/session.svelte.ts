@@ -20,6 +20,11 @@ export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding
 export const AUTO_CHECKPOINT_MS = 5000;
 /** After this long without keystrokes or disk writes, pending changes are checkpointed at once. */
 export const SETTLE_CHECKPOINT_MS = 1000;
+/**
+ * After a cold boot, automatic checkpoints wait for the first keystroke (or this long): states
+ * taken mid-boot are of little use and each one stores tens of MiB while the guest is busy.
+ */
+export const BOOT_GRACE_MS = 60_000;
 /** How often the auto-checkpoint rule is checked. */
 const AUTO_TICK_MS = 250;
 
@@ -67,6 +72,8 @@ export class Session {
   private activityAtLastCheckpoint = 0;
   private lastActivityAt = 0;
   private lastCheckpointAt = 0;
+  /** No automatic checkpoint before this time (see BOOT_GRACE_MS). */
+  private autoAfter = 0;
   private checkpointing: Promise<unknown> = Promise.resolve();
   private autoTimer: ReturnType<typeof setInterval> | undefined;
   /** An automatic checkpoint is under way (the timer must not queue more). */
@@ -98,6 +105,7 @@ export class Session {
 
   /** Sends keystrokes to the guest's serial console. */
   sendSerial(text: string): void {
+    this.autoAfter = 0;
     this.touch();
     this.emulator?.serial0_send(text);
   }
@@ -130,6 +138,7 @@ export class Session {
       }
       this.launch(initialState);
       this.status = initialState ? "running" : "booting";
+      if (!initialState) this.autoAfter = performance.now() + BOOT_GRACE_MS;
       if (info.resume) {
         const when = new Date(info.resume.time).toLocaleString();
         this.banner(`resumed ${info.resume.name ?? "checkpoint"} of ${when} · press Enter for a prompt`);
@@ -222,6 +231,7 @@ export class Session {
   private async autoCheckpoint(): Promise<void> {
     if (this.status !== "running" || this.activity === this.activityAtLastCheckpoint || this.busy) return;
     const now = performance.now();
+    if (now < this.autoAfter) return;
     if (now - this.lastActivityAt >= SETTLE_CHECKPOINT_MS || now - this.lastCheckpointAt >= AUTO_CHECKPOINT_MS) {
       this.busy = true;
       try {
@@ -256,6 +266,7 @@ export class Session {
       await api.seekDisk(point);
       disk.invalidate();
       emulator.restart();
+      this.autoAfter = performance.now() + BOOT_GRACE_MS;
       this.banner(`disk rewound to ${label}; cold boot`);
     });
     this.status = "booting";
@@ -267,6 +278,7 @@ export class Session {
       await api.resetToImage();
       disk.invalidate();
       emulator.restart();
+      this.autoAfter = performance.now() + BOOT_GRACE_MS;
       this.banner("reset to image; cold boot");
     });
     this.status = "booting";
