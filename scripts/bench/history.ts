@@ -55,17 +55,19 @@ async function baselineTimed(page: Page, command: string): Promise<number> {
 const DD_WRITE = "dd if=/dev/zero of=/root/big bs=1M count=64 conv=fsync 2>/dev/null";
 const DD_READ = "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/root/big of=/dev/null bs=1M 2>/dev/null; rm /root/big; sync";
 
-/** Grows the machine's history by `writes` logged writes and `checkpoints` checkpoints. */
+/**
+ * Grows the machine's history by `writes` logged writes and `checkpoints` automatic checkpoints
+ * (taken by the session, as its timer does), then takes the checkpoint the rewinds go back to.
+ */
 async function grow(page: Page, writes: number, checkpoints: number): Promise<void> {
   await page.evaluate(
     async ({ writes, checkpoints, offset, blocks }) => {
-      const { api, emulator } = (window as unknown as { sandglass: { debug: { api: any; emulator: any } } }).sandglass.debug;
-      const state = new Uint8Array(await emulator.save_state());
-      const perRound = Math.max(1, Math.floor(writes / Math.max(1, checkpoints)));
+      const s = (window as unknown as { sandglass: any }).sandglass;
+      const api = s.debug.api;
       let done = 0;
-      for (let c = 0; c < Math.max(checkpoints, 1); c++) {
+      for (let c = 0; c < checkpoints; c++) {
+        const count = c === checkpoints - 1 ? writes - done : Math.min(Math.floor(writes / checkpoints), writes - done);
         const batch: Promise<void>[] = [];
-        const count = c === checkpoints - 1 || checkpoints === 0 ? writes - done : Math.min(perRound, writes - done);
         for (let i = 0; i < count; i++) {
           const at = offset + ((done + i) % blocks) * 4096;
           batch.push(api.read(at, 4096).then((data: Uint8Array) => api.write(at, data)));
@@ -73,22 +75,24 @@ async function grow(page: Page, writes: number, checkpoints: number): Promise<vo
         }
         await Promise.all(batch);
         done += count;
-        if (checkpoints > 0) await api.saveCheckpoint(await api.pointNow(), state, { auto: true });
+        await s.checkpoint(true);
       }
       await api.flush();
+      await new Promise((r) => setTimeout(r, 1500));
+      await s.checkpoint(false);
     },
     { writes, checkpoints, offset: SCRATCH_OFFSET, blocks: SCRATCH_BLOCKS },
   );
 }
 
-/** Rewinds to the oldest checkpoint through the session (as a click does); ms to shell answering. */
+/** Rewinds to the newest manual checkpoint through the session (as a click does); ms to shell answering. */
 async function rewindLatency(page: Page): Promise<number> {
   const started = Date.now();
   await page.evaluate(async () => {
     const s = (window as unknown as { sandglass: any }).sandglass;
     const timeline = await s.debug.api.timeline();
-    const oldest = timeline.checkpoints[0];
-    await s.rewindTo(oldest);
+    const target = timeline.checkpoints.filter((c: any) => !c.auto).at(-1);
+    await s.rewindTo(target);
   });
   await appAnswers(page);
   return Date.now() - started;
@@ -213,26 +217,29 @@ export async function historyBench(browser: Browser, servers: Servers): Promise<
 
   // ── rewind latency as history grows 100× ──
   const rewindRows: (string | number)[][] = [];
-  for (const writes of [10_000, 100_000]) {
-    const fresh = await context.newPage();
-    await page.close().catch(() => undefined);
-    await fresh.goto(`${servers.app.url}#/new/plain`);
-    await appAnswers(fresh);
-    let checkpoints = 0;
-    let written = 0;
-    for (const target of [10, 100, 1000]) {
-      const started = Date.now();
-      const addWrites = target === 10 ? writes : 0;
-      await grow(fresh, addWrites, target - checkpoints);
-      written += addWrites;
-      checkpoints = target;
-      const growMs = Date.now() - started;
-      const samples = [await rewindLatency(fresh), await rewindLatency(fresh), await rewindLatency(fresh)].sort((a, b) => a - b);
-      rewindRows.push([checkpoints, written, `${samples[1]} ms`, `${samples[0]}–${samples[2]} ms`, `${(growMs / 1000).toFixed(0)} s`]);
-      console.log(`  rewind with ${checkpoints} checkpoints / ${written} writes: ${samples.join(", ")} ms`);
-    }
-    await fresh.close();
+  await page.close().catch(() => undefined);
+  const fresh = await context.newPage();
+  await fresh.goto(`${servers.app.url}#/new/plain`);
+  await appAnswers(fresh);
+  let autos = 0;
+  let written = 0;
+  const stages = [
+    [10, 1_000],
+    [100, 10_000],
+    [1000, 100_000],
+  ] as const;
+  for (const [stage, [targetCheckpoints, targetWrites]] of stages.entries()) {
+    const started = Date.now();
+    await grow(fresh, targetWrites - written, targetCheckpoints - autos);
+    autos = targetCheckpoints;
+    written = targetWrites;
+    const checkpoints = autos + stage + 1; // the automatic ones and one manual per stage
+    const growMs = Date.now() - started;
+    const samples = [await rewindLatency(fresh), await rewindLatency(fresh), await rewindLatency(fresh)].sort((a, b) => a - b);
+    rewindRows.push([checkpoints, written, `${samples[1]} ms`, `${samples[0]}–${samples[2]} ms`, `${(growMs / 1000).toFixed(0)} s`]);
+    console.log(`  rewind with ${checkpoints} checkpoints / ${written} writes: ${samples.join(", ")} ms`);
   }
+  await fresh.close();
   table(
     "Rewind to a checkpoint: click → shell answering",
     ["Checkpoints", "Logged writes", "Median of 3", "Range", "(time to build history)"],
