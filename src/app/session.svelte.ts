@@ -72,6 +72,9 @@ export class Session {
   private activityAtLastCheckpoint = 0;
   private lastActivityAt = 0;
   private lastCheckpointAt = 0;
+  /** v86 has started running (keys can reach the guest); what was typed before it. */
+  private started = false;
+  private pendingInput = "";
   /** No automatic checkpoint before this time (see BOOT_GRACE_MS). */
   private autoAfter = 0;
   private checkpointing: Promise<unknown> = Promise.resolve();
@@ -107,7 +110,9 @@ export class Session {
   sendSerial(text: string): void {
     this.autoAfter = 0;
     this.touch();
-    this.emulator?.serial0_send(text);
+    // Keys typed while v86 is still starting (loading, restoring) are sent once it runs.
+    if (this.started) this.emulator?.serial0_send(text);
+    else this.pendingInput += text;
   }
 
   async start(screen: HTMLElement): Promise<void> {
@@ -137,7 +142,7 @@ export class Session {
         initialState = state.buffer as ArrayBuffer;
       }
       this.launch(initialState);
-      this.status = initialState ? "running" : "booting";
+      this.status = initialState ? "resuming" : "booting";
       if (!initialState) this.autoAfter = performance.now() + BOOT_GRACE_MS;
       if (info.resume) {
         const when = new Date(info.resume.time).toLocaleString();
@@ -177,6 +182,14 @@ export class Session {
         if (this.status === "booting") this.status = "running";
         for (const l of this.serialListeners) l(bytes);
       },
+    });
+    this.emulator.add_listener("emulator-started", () => {
+      if (this.started) return;
+      this.started = true;
+      // A resumed machine is running as soon as v86 is; a cold boot once the guest speaks.
+      if (this.status === "resuming") this.status = "running";
+      if (this.pendingInput) this.emulator?.serial0_send(this.pendingInput);
+      this.pendingInput = "";
     });
   }
 

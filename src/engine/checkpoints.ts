@@ -20,9 +20,14 @@ export interface SaveOptions {
  * pieces: reading them all costs far more than restoring).
  */
 const PIECE_MEMORY = 192 * 1024 * 1024;
+/** How long a background checkpoint write waits (see save). */
+const BACKGROUND_DELAY_MS = 5000;
 
 export class Checkpoints {
   private readonly pieces = new ByteLru<string>(PIECE_MEMORY);
+  /** The last background write (see save). */
+  writing: Promise<void> = Promise.resolve();
+  onBackgroundError: (err: unknown) => void = () => undefined;
 
   private constructor(
     private readonly store: LocalStore,
@@ -45,8 +50,13 @@ export class Checkpoints {
     return new Checkpoints(store, machine, known, hasher, records);
   }
 
-  /** Stores `state` as a checkpoint at `point`; returns its record (with the bytes it added). */
-  async save(point: Point, state: Uint8Array, options: SaveOptions): Promise<CheckpointRecord> {
+  /**
+   * Stores `state` as a checkpoint at `point`; returns its record (with the bytes it added).
+   * `background`: returns once the checkpoint is usable from memory and lets IndexedDB catch up
+   * (a shared snapshot's first checkpoint: tens of MiB that must not delay resuming it); a
+   * failed write is reported to `onBackgroundError`.
+   */
+  async save(point: Point, state: Uint8Array, options: SaveOptions, background = false): Promise<CheckpointRecord> {
     const pieces = splitState(state);
     const hashes: string[] = [];
     const fresh = new Map<string, Uint8Array>();
@@ -76,8 +86,18 @@ export class Checkpoints {
       ...(options.thumbnail === undefined ? {} : { thumbnail: options.thumbnail }),
       ...(options.name === undefined ? {} : { name: options.name }),
     };
-    await this.store.putCheckpoint(record, fresh);
-    for (const hash of fresh.keys()) this.known.add(hash);
+    const write = () =>
+      this.store.putCheckpoint(record, fresh).then(() => {
+        for (const hash of fresh.keys()) this.known.add(hash);
+      });
+    if (background) {
+      // Deferred: storing tens of MiB competes for the CPU with the emulator starting up.
+      this.writing = new Promise((r) => setTimeout(r, BACKGROUND_DELAY_MS))
+        .then(write)
+        .catch((err: unknown) => this.onBackgroundError(err));
+    } else {
+      await write();
+    }
     this.records.push(record);
     return record;
   }

@@ -168,11 +168,14 @@ export class DiskService {
     if (sharedState && (await this.checkpoints.list()).length === 0) {
       // The snapshot's machine state becomes this machine's first checkpoint: its timeline starts there.
       const thumbnail = manifest.machine?.thumbnail;
-      await this.checkpoints.save({ branch: 0, seq: 0 }, sharedState, {
-        auto: false,
-        name: "Shared point",
-        ...(thumbnail ? { thumbnail } : {}),
-      });
+      this.checkpoints.onBackgroundError = (err) =>
+        this.errorListener?.(`The shared point could not be stored in this browser: ${err instanceof Error ? err.message : String(err)}`);
+      await this.checkpoints.save(
+        { branch: 0, seq: 0 },
+        sharedState,
+        { auto: false, name: "Shared point", ...(thumbnail ? { thumbnail } : {}) },
+        true,
+      );
     }
     this.memoryBytes = manifest.machine?.memoryBytes ?? null;
     return {
@@ -198,8 +201,9 @@ export class DiskService {
     return this.opened.write(offset, data);
   }
 
-  flush(): Promise<void> {
-    return this.opened.flush();
+  async flush(): Promise<void> {
+    await this.opened.flush();
+    await this.saved.writing;
   }
 
   /** Throws away the machine's changes and history: its disk is the repository image again. */

@@ -151,6 +151,10 @@ export class Disk {
    */
   seek(point: Point, forkNext = false): Promise<void> {
     const done = this.writeTail.then(async () => {
+      const now = this.machine.now;
+      // Already there (resuming the checkpoint at "now"): nothing to store, so no wait behind
+      // other IndexedDB writes.
+      if (now.branch === point.branch && now.seq === point.seq && !forkNext && !this.forkPending) return;
       const branch = this.branches.get(point.branch);
       if (!branch) throw new RangeError(`no branch ${point.branch} in this machine`);
       if (point.seq > branch.head || point.seq < branch.forkSeq) {
