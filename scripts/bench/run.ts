@@ -2,11 +2,12 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|history|all]      (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|history|share|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}.
  * history  rewind latency vs history size, dd throughput vs v86's in-memory disk, checkpoint cost.
+ * share    publishing after a 1 MiB change (time, bytes up) and opening the link (bytes down).
  */
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -14,6 +15,7 @@ import { join, resolve } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
 import { historyBench } from "./history.ts";
+import { shareBench } from "./share.ts";
 
 export const CHROMIUM_ARGS = [
   "--no-sandbox",
@@ -241,6 +243,7 @@ async function main(): Promise<void> {
   try {
     if (which === "boot" || which === "all") await bootBench(browser, servers);
     if (which === "history" || which === "all") await historyBench(browser, servers);
+    if (which === "share" || which === "all") await shareBench(browser, servers);
   } finally {
     await browser.close();
     await servers.close();
