@@ -6,7 +6,7 @@
 import { ChunkSource, loadManifest, manifestUrl, type Fetch, type TransferStats } from "./chunk-source.ts";
 import { decodeBundle, encodeBundle } from "./bundle.ts";
 import { joinState } from "./checkpoint-format.ts";
-import { chunkHash, referencedChunks } from "./repo-format.ts";
+import { chunkHash, referencedChunks, type DiskManifest, type SourceRef } from "./repo-format.ts";
 import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./snapshot.ts";
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
@@ -32,6 +32,8 @@ export interface MachineInfo {
   resume: CheckpointSummary | null;
   /** Guest RAM the machine's states were taken with (a snapshot says; else the page's default). */
   memoryBytes: number | null;
+  /** The repository image at the root of the machine's source (for "new machine from this image"). */
+  image: string | null;
 }
 
 /** A checkpoint as the timeline shows it (no piece list). */
@@ -188,6 +190,7 @@ export class DiskService {
       now: this.disk.now,
       resume: await this.resumePoint(),
       memoryBytes: this.memoryBytes,
+      image: await this.rootImage(store, machine.source.repo, manifest),
     };
   }
 
@@ -278,6 +281,18 @@ export class DiskService {
       checkpoints: checkpoints.map(summary).sort((a, b) => a.time - b.time),
       activity: this.activity,
     };
+  }
+
+  /** Follows a snapshot's parents to its image (manifests are small and cached). */
+  private async rootImage(store: LocalStore, repo: string, manifest: DiskManifest): Promise<string | null> {
+    let current: DiskManifest | null = manifest;
+    for (let hops = 0; current && hops < 32; hops++) {
+      if (current.kind === "image") return current.name;
+      const parent: SourceRef | undefined = current.parent;
+      if (!parent) return null;
+      current = await loadManifest(store, { repo, kind: parent.kind, name: parent.name }, this.deps.fetch).catch(() => null);
+    }
+    return null;
   }
 
   private async resumePoint(): Promise<CheckpointSummary | null> {
