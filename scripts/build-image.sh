@@ -109,7 +109,19 @@ mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,etc/init.d,dev,proc,sys,tmp,run,root
 chmod 1777 "$ROOT/tmp"
 chmod 700 "$ROOT/root"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
-"$BUSYBOX" --list-full | while read -r applet; do
+# The applet list comes from running busybox. A host without 32-bit support (no IA32
+# emulation) asks the same busybox-static version built for its own architecture: Debian builds
+# every architecture from one configuration, so the list is the same.
+applets() {
+  if "$BUSYBOX" --list-full 2>/dev/null; then return; fi
+  local host_deb
+  (cd "$DEBS" && apt-get download -qq busybox-static 2>&1 | grep -v unsandboxed >&2 || true)
+  host_deb=$(find "$DEBS" -name "busybox-static_$(version busybox-static | sed 's/:/%3a/')_$(dpkg --print-architecture).deb" | head -1)
+  [[ -n $host_deb ]] || die "cannot run the i386 busybox here and could not download busybox-static for $(dpkg --print-architecture)"
+  dpkg-deb -x "$host_deb" "$WORK/busybox-host"
+  "$WORK/busybox-host/bin/busybox" --list-full
+}
+applets | while read -r applet; do
   [[ $applet == bin/busybox ]] && continue
   rel=$(dirname "$applet" | sed 's|[^/][^/]*|..|g')
   ln -sf "$rel/bin/busybox" "$ROOT/$applet"
