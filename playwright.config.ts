@@ -6,7 +6,8 @@ const CHROMIUM = process.env.SANDGLASS_CHROMIUM ?? "/usr/bin/chromium";
 export default defineConfig({
   testDir: "tests/e2e",
   // A real guest boots in most tests: give them minutes, and run them one at a time (2 cores).
-  timeout: 6 * 60_000,
+  // A cold boot takes 25-60 s depending on the machine; the longest test boots twice and reloads.
+  timeout: 12 * 60_000,
   expect: { timeout: 90_000 },
   workers: 1,
   fullyParallel: false,

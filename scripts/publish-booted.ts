@@ -62,6 +62,9 @@ const v86Dir = join(dirname(createRequire(import.meta.url).resolve("v86")), ".."
 const stamp = createHash("sha256")
   .update(image.sha256 ?? "")
   .update(await readFile(new URL(import.meta.url)))
+  // How the state is cut into pieces (a change re-publishes).
+  .update(await readFile(new URL("../src/engine/snapshot.ts", import.meta.url)))
+  .update(await readFile(new URL("../src/engine/repo-format.ts", import.meta.url)))
   .update(await readFile(join(v86Dir, "v86.wasm")))
   .digest("hex");
 const stampPath = join(guest, ".booted-stamp");

@@ -125,6 +125,7 @@ async function sendFile(
   path: string,
   s: Stats,
   cacheControl: string,
+  gzipChunk = false,
 ): Promise<void> {
   const etag = etagOf(s);
   const headers: Record<string, string | number> = {
@@ -134,6 +135,13 @@ async function sendFile(
     "Last-Modified": s.mtime.toUTCString(),
     "Accept-Ranges": "bytes",
   };
+  // A gzip'd chunk goes out as gzip-encoded content when the client takes that: a browser then
+  // inflates it natively, off the disk worker's thread. Readers handle either (chunk-source.ts).
+  if (gzipChunk && !req.headers.range && /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""))) {
+    headers["Content-Type"] = "application/octet-stream";
+    headers["Content-Encoding"] = "gzip";
+  }
+  if (gzipChunk) headers.Vary = "Accept-Encoding";
   if (req.headers["if-none-match"] === etag) {
     res.writeHead(304, headers);
     res.end();
@@ -229,7 +237,9 @@ export function createRepoHandler(options: RepoServerOptions): Handler {
         sendError(res, 404, `Not in the repository: ${rel}`);
         return;
       }
-      await sendFile(req, res, file, s, repoCacheControl(rel));
+      // "?encoding=identity": the stored bytes as they are (a reader retrying a copy that failed).
+      const encode = rel.startsWith("chunks/") && rel.endsWith(".gz") && url.searchParams.get("encoding") !== "identity";
+      await sendFile(req, res, file, s, repoCacheControl(rel), encode);
       return;
     }
     // The app: hashed assets are immutable; anything else revalidates; unknown paths without an

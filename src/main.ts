@@ -1,10 +1,22 @@
-import { mount } from "svelte";
-import App from "./App.svelte";
+import { beginStartup } from "./app/startup.ts";
 
-mount(App, { target: document.getElementById("app")! });
+// The machine starts opening (disk worker, emulator downloads) while the UI's code loads.
+const startup = beginStartup();
+const [{ mount }, { default: App }] = await Promise.all([import("svelte"), import("./App.svelte")]);
+mount(App, { target: document.getElementById("app")!, props: { startup } });
+
+/**
+ * Registering re-downloads the app's files into the worker's cache (emulator included), and once
+ * it controls the page every request passes through it: that waits until the machine has started.
+ */
+const SERVICE_WORKER_DELAY_MS = 10_000;
 
 // Offline reopening: the service worker keeps the app's own files (see public/sw.js).
 if ("serviceWorker" in navigator && import.meta.env.PROD) {
+  setTimeout(registerServiceWorker, SERVICE_WORKER_DELAY_MS);
+}
+
+function registerServiceWorker(): void {
   void navigator.serviceWorker
     .register(new URL("sw.js", document.baseURI), { scope: "./" })
     .then(() => navigator.serviceWorker.ready)

@@ -3,7 +3,7 @@
  * The disk worker: owns IndexedDB and the network for disk data. It only exposes the engine's
  * DiskService to the page through Comlink; all logic lives in src/engine/.
  */
-import { expose } from "comlink";
+import { expose, transfer } from "comlink";
 import { DiskService } from "../src/engine/disk-service.ts";
 
 /** How long to wait for a lock: a reloading page's old worker may still hold it for a moment. */
@@ -21,4 +21,12 @@ function acquireLock(name: string): Promise<boolean> {
   });
 }
 
-expose(new DiskService({ fetch: (input, init) => fetch(input, init), acquireLock }));
+/** Machine states are tens of MiB: they move to the page instead of being copied. */
+class WorkerDiskService extends DiskService {
+  override async restoreCheckpoint(id: string): ReturnType<DiskService["restoreCheckpoint"]> {
+    const restored = await super.restoreCheckpoint(id);
+    return transfer(restored, [restored.state.buffer]);
+  }
+}
+
+expose(new WorkerDiskService({ fetch: (input, init) => fetch(input, init), acquireLock }));

@@ -4,12 +4,13 @@
  * the UI. Components call its actions; they never touch the worker or v86.
  */
 import type { V86 } from "v86";
-import { DiskBridge } from "../bridge/disk-bridge.ts";
+import { DiskBridge, handOver } from "../bridge/disk-bridge.ts";
 import type { TransferStats } from "../engine/chunk-source.ts";
 import type { CheckpointSummary, MachineInfo, Timeline } from "../engine/disk-service.ts";
 import type { Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
-import { startMachine } from "../vm/machine.ts";
+import { startMachine, type EmulatorFiles } from "../vm/machine.ts";
+import type { Startup } from "./startup.ts";
 import { machineHash, snapshotHash, type Route } from "./route.ts";
 import { DEFAULT_MEMORY } from "../vm/machine-config.ts";
 import type { MachineRecord } from "../engine/store-format.ts";
@@ -68,6 +69,10 @@ export class Session {
   private serialListeners = new Set<(bytes: Uint8Array) => void>();
   private serialClearers = new Set<(banner?: string) => void>();
   private thumbnail: ThumbnailSource | undefined;
+  /** The notice about a storage failure, cleared once storing works again. */
+  private storageNotice: string | null = null;
+  /** Checkpoint thumbnails already fetched from the worker (undefined: it has none). */
+  private thumbnails = new Map<string, string | undefined>();
   private activity = 0;
   private activityAtLastCheckpoint = 0;
   private lastActivityAt = 0;
@@ -82,10 +87,13 @@ export class Session {
   /** An automatic checkpoint is under way (the timer must not queue more). */
   private busy = false;
 
-  constructor(
-    private readonly route: Route,
-    private readonly repo: string,
-  ) {}
+  private readonly route: Route;
+  private readonly repo: string;
+
+  constructor(private readonly startup: Startup) {
+    this.route = startup.route;
+    this.repo = startup.repo;
+  }
 
   /** The disk worker's API and the emulator, for the browser console and the benchmarks. */
   get debug(): { api: DiskBridge["api"] | undefined; emulator: V86 | undefined; disk: V86DiskAdapter | undefined } {
@@ -118,19 +126,16 @@ export class Session {
   async start(screen: HTMLElement): Promise<void> {
     this.screen = screen;
     try {
-      this.bridge = new DiskBridge();
-      await this.bridge.listen(
+      const { bridge, files } = this.startup;
+      this.bridge = bridge;
+      bridge.listen(
         (stats) => (this.transfer = stats),
-        (message) => this.fail(message),
+        // Storage failures in the background: the machine runs on, the person must know.
+        (message) => (this.notice = this.storageNotice = message),
+        () => void this.refreshTimeline().catch(() => undefined),
       );
       const route = this.route;
-      const info = await this.bridge.api.open(
-        route.kind === "machine"
-          ? { machineId: route.id }
-          : route.kind === "snapshot"
-            ? { repo: this.repo, kind: "snapshot", name: route.id }
-            : { repo: this.repo, kind: "image", name: route.name, fresh: route.fresh ?? false },
-      );
+      const info = await this.startup.opening;
       this.machine = info;
       // A reload of "#/new/…" must come back to this machine, not make yet another one.
       if (route.kind === "image" && route.fresh) history.replaceState(null, "", machineHash(info.id));
@@ -141,7 +146,7 @@ export class Session {
         const { state } = await this.bridge.api.restoreCheckpoint(info.resume.id);
         initialState = state.buffer as ArrayBuffer;
       }
-      this.launch(initialState);
+      this.launch(await files, initialState);
       this.status = initialState ? "resuming" : "booting";
       if (!initialState) this.autoAfter = performance.now() + BOOT_GRACE_MS;
       if (info.resume) {
@@ -158,7 +163,7 @@ export class Session {
     }
   }
 
-  private launch(initialState?: ArrayBuffer): void {
+  private launch(files: EmulatorFiles, initialState?: ArrayBuffer): void {
     const api = this.bridge!.api;
     const info = this.machine!;
     this.disk = new V86DiskAdapter(
@@ -174,8 +179,7 @@ export class Session {
     this.emulator = startMachine({
       screen: this.screen!,
       disk: this.disk,
-      biosUrl: new URL("bios/seabios.bin", this.repo).href,
-      vgaBiosUrl: new URL("bios/vgabios.bin", this.repo).href,
+      files,
       memoryBytes: this.memoryBytes,
       ...(initialState ? { initialState } : {}),
       onSerial: (bytes) => {
@@ -217,16 +221,21 @@ export class Session {
     this.lastCheckpointAt = performance.now();
     const thumbnail = this.thumbnail?.();
     try {
-      const saved = await api.saveCheckpoint(await point, new Uint8Array(state), {
+      const saved = await api.saveCheckpoint(await point, handOver(new Uint8Array(state)), {
         auto,
         ...(thumbnail ? { thumbnail } : {}),
       });
       this.lastCheckpoint = { pauseMs, storedBytes: saved.storedBytes };
+      // A stored checkpoint means storage works again (its disk writes were stored first).
+      if (this.notice !== null && this.notice === this.storageNotice) this.notice = this.storageNotice = null;
       this.unsaved = this.activity !== activity;
       await this.refreshTimeline();
       return saved;
     } catch (err) {
-      this.notice = `Checkpoint not saved: ${describe(err)}`;
+      this.notice = this.storageNotice = describe(err);
+      // Not in a checkpoint after all: try again, but not at once.
+      this.activityAtLastCheckpoint = -1;
+      this.autoAfter = performance.now() + AUTO_CHECKPOINT_MS;
       return undefined;
     }
   }
@@ -314,10 +323,12 @@ export class Session {
       this.activityAtLastCheckpoint = this.activity;
       this.unsaved = false;
       this.status = "running";
-      await this.refreshTimeline();
     } catch (err) {
       this.fail(describe(err));
+      return;
     }
+    // The machine runs already; the timeline catches up without holding the rewind up.
+    this.refreshTimeline().catch((err: unknown) => (this.notice = `Timeline not updated: ${describe(err)}`));
   }
 
   // ── sharing ─────────────────────────────────────────────────────────────────────────────────
@@ -407,7 +418,20 @@ export class Session {
   }
 
   async refreshTimeline(): Promise<void> {
-    if (this.bridge) this.timeline = await this.bridge.api.timeline();
+    const api = this.bridge?.api;
+    if (!api) return;
+    const timeline = await api.timeline();
+    // Thumbnails never change: only new checkpoints' are asked for.
+    const unseen = timeline.checkpoints.filter((c) => !this.thumbnails.has(c.id)).map((c) => c.id);
+    if (unseen.length) {
+      const got = await api.thumbnails(unseen);
+      for (const id of unseen) this.thumbnails.set(id, got[id]);
+    }
+    timeline.checkpoints = timeline.checkpoints.map((c) => {
+      const thumbnail = this.thumbnails.get(c.id);
+      return thumbnail ? { ...c, thumbnail } : c;
+    });
+    this.timeline = timeline;
   }
 
   /** Stops the machine and says why; nothing stored is touched. */

@@ -14,6 +14,7 @@
  */
 import { chunkHash, isChunkRef, isCompressed, parseManifest, referencedChunks, type ChunkRef, type DiskManifest } from "./repo-format.ts";
 import { sha256Hex } from "./snapshot.ts";
+import { gunzip } from "./gzip.ts";
 
 const MAGIC = "SANDGLASS-BUNDLE";
 export const BUNDLE_VERSION = 1;
@@ -50,11 +51,6 @@ export function encodeBundle(manifest: DiskManifest, files: ReadonlyMap<ChunkRef
   return out;
 }
 
-async function gunzip(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
 /** Parses and verifies a bundle; returns the manifest and each file's content (uncompressed) by hash. */
 export async function decodeBundle(bytes: Uint8Array): Promise<{ manifest: DiskManifest; contents: Map<string, Uint8Array> }> {
   if (bytes.byteLength < 24 || new TextDecoder().decode(bytes.subarray(0, 16)) !== MAGIC) {
@@ -89,7 +85,7 @@ export async function decodeBundle(bytes: Uint8Array): Promise<{ manifest: DiskM
     const stored = bytes.subarray(body + entry.offset, body + entry.offset + entry.length);
     let content: Uint8Array;
     try {
-      content = isCompressed(entry.ref) ? await gunzip(stored) : stored.slice();
+      content = isCompressed(entry.ref) ? gunzip(stored) : stored.slice();
     } catch {
       throw new BundleError(`file ${entry.ref.slice(0, 12)}… is damaged.`);
     }

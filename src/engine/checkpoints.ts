@@ -12,6 +12,8 @@ export interface SaveOptions {
   auto: boolean;
   thumbnail?: string;
   name?: string;
+  /** The checkpoint's id when the caller already announced one (a shared point); else a new one. */
+  id?: string;
 }
 
 /**
@@ -74,7 +76,7 @@ export class Checkpoints {
     }
     const record: CheckpointRecord = {
       machine: this.machine,
-      id: crypto.randomUUID(),
+      id: options.id ?? crypto.randomUUID(),
       branch: point.branch,
       seq: point.seq,
       time: Date.now(),

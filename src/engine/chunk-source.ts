@@ -14,6 +14,7 @@ import {
   type DiskManifest,
 } from "./repo-format.ts";
 import type { MachineSource } from "./store-format.ts";
+import { gunzip } from "./gzip.ts";
 
 /** Chunks kept decoded in the worker's memory, so read-modify-write and re-reads skip IndexedDB. */
 const MEMORY_BUDGET = 32 * 1024 * 1024;
@@ -62,11 +63,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function sha256Hex(data: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function gunzip(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
 /** The manifest URL of a machine's source inside its repository. */
@@ -211,28 +207,39 @@ export class ChunkSource {
     let lastError: unknown;
     for (let attempt = 0; attempt < FETCH_ATTEMPTS; attempt++) {
       if (attempt > 0) await sleep(250 * 2 ** attempt);
-      let wire: Uint8Array;
+      let body: Uint8Array;
+      let inflated: boolean;
+      let wireBytes: number;
       try {
-        // After a bad copy, bypass any HTTP cache that may hold it.
-        const response = await this.fetchFn(url, attempt > 0 ? { cache: "reload" } : {});
+        // After a failure, bypass any HTTP cache that may hold a bad copy, and ask for the file
+        // as stored: a corrupt gzip file sent as Content-Encoding only shows as a network error.
+        const response = await this.fetchFn(
+          attempt > 0 && isCompressed(ref) ? `${url}?encoding=identity` : url,
+          attempt > 0 ? { cache: "reload" } : {},
+        );
         if (!response.ok) {
           lastError = new RepositoryError(`The repository answered HTTP ${response.status} for ${what}.`);
           if (response.status === 404) break;
           continue;
         }
-        wire = new Uint8Array(await response.arrayBuffer());
+        body = new Uint8Array(await response.arrayBuffer());
+        // A ".gz" file sent with Content-Encoding: gzip reaches us already inflated by the browser.
+        inflated = /\bgzip\b/.test(response.headers.get("content-encoding") ?? "");
+        wireBytes = Number(response.headers.get("content-length")) || body.byteLength;
       } catch (err) {
         lastError = new RepositoryError(`Network error while fetching ${what}: ${String(err)}`);
         continue;
       }
       this.stats.networkChunks++;
-      this.stats.networkBytes += wire.byteLength;
-      let data: Uint8Array;
-      try {
-        data = isCompressed(ref) ? await gunzip(wire) : wire;
-      } catch {
-        lastError = new IntegrityError(what, hash, "not-gzip-data");
-        continue;
+      this.stats.networkBytes += wireBytes;
+      let data = body;
+      if (isCompressed(ref) && !inflated) {
+        try {
+          data = gunzip(body);
+        } catch {
+          // Not gzip: a host that inflated it without saying so (a cross-origin response hides
+          // Content-Encoding), or a bad copy. The hash decides.
+        }
       }
       const actual = await sha256Hex(data);
       if (actual === hash && (length === null || data.byteLength === length)) return data;

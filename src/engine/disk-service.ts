@@ -5,8 +5,8 @@
  */
 import { ChunkSource, loadManifest, manifestUrl, type Fetch, type TransferStats } from "./chunk-source.ts";
 import { decodeBundle, encodeBundle } from "./bundle.ts";
-import { joinState } from "./checkpoint-format.ts";
-import { chunkHash, referencedChunks, type DiskManifest, type SourceRef } from "./repo-format.ts";
+import { CHECKPOINT_FORMAT, joinState } from "./checkpoint-format.ts";
+import { chunkHash, referencedChunks, type DiskManifest, type MachineStateRef, type SourceRef } from "./repo-format.ts";
 import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./snapshot.ts";
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
@@ -77,11 +77,25 @@ export class MachineBusyError extends Error {
 
 /** Longest gap between progress reports while chunks stream in. */
 const PROGRESS_INTERVAL_MS = 200;
+/** How long after a shared point resumed it is cut and stored as the machine's first checkpoint. */
+const SHARED_SAVE_DELAY_MS = 3000;
+/** ...or this long after it arrived, if the page never asked for it. */
+const SHARED_HANDOUT_WAIT_MS = 10_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Width of an activity bucket on the timeline. */
 const ACTIVITY_BUCKET_MS = 1000;
 
 const sameSource = (a: MachineSource, b: MachineSource) => a.repo === b.repo && a.kind === b.kind && a.name === b.name;
 const summary = ({ pieces: _pieces, ...rest }: CheckpointRecord): CheckpointSummary => rest;
+
+/** A snapshot's machine state: every piece fetched (in parallel) and verified, in order. */
+async function fetchState(base: ChunkSource, m: MachineStateRef): Promise<Uint8Array[]> {
+  const pieces = await Promise.all(m.pieces.map((ref, i) => base.getRef(ref, null, `machine state piece ${i}`, false)));
+  if (pieces.reduce((n, p) => n + p.byteLength, 0) !== m.stateBytes) {
+    throw new Error("The snapshot's machine state has the wrong size; it cannot be resumed.");
+  }
+  return pieces;
+}
 
 export class DiskService {
   private storePromise: Promise<LocalStore> | undefined;
@@ -90,7 +104,12 @@ export class DiskService {
   private progress: ((stats: TransferStats) => void) | undefined;
   private progressTimer: ReturnType<typeof setInterval> | undefined;
   private errorListener: ((message: string) => void) | undefined;
+  private changeListener: (() => void) | undefined;
   private memoryBytes: number | null = null;
+  /** The shared point of a snapshot being opened, while its state streams in (see open). */
+  private shared:
+    | { id: string; summary: CheckpointSummary; state: Promise<Uint8Array[]>; stored: Promise<void>; delivered: () => void }
+    | undefined;
   private activity: ActivityBucket[] = [];
   private activitySeq = 0;
 
@@ -153,33 +172,26 @@ export class DiskService {
       throw new MachineBusyError(machine.name);
     }
     const base = new ChunkSource(manifest, machine.source.repo, store, this.deps.fetch);
-    // A snapshot's machine state is fetched and verified before anything is stored, so a broken
-    // snapshot leaves no half-made machine behind.
-    let sharedState: Uint8Array | null = null;
-    if (manifest.machine && !(await store.listCheckpoints(machine.id)).length) {
-      const m = manifest.machine;
-      const pieces = await Promise.all(m.pieces.map((ref, i) => base.getRef(ref, null, `machine state piece ${i}`, false)));
-      sharedState = joinState(pieces);
-      if (sharedState.byteLength !== m.stateBytes) throw new Error("The snapshot's machine state has the wrong size; it cannot be resumed.");
-    }
-    machine.opened = now;
-    await store.putMachine(machine);
+    // A snapshot's machine state becomes this machine's first checkpoint, the start of its
+    // timeline. It starts streaming in now; open() answers without waiting, so the page loads the
+    // emulator meanwhile (restoreCheckpoint waits for the state).
+    const sharedState =
+      manifest.machine && !(await store.listCheckpoints(machine.id)).length ? fetchState(base, manifest.machine) : null;
+    sharedState?.catch(() => undefined); // reported through restoreCheckpoint
     this.disk = await Disk.open(store, base, machine);
-    this.disk.onFlushError = (err) => this.errorListener?.(err instanceof Error ? err.message : String(err));
+    this.disk.onFlushError = (err) => this.errorListener?.(storageFailure(err, "the latest disk writes"));
+    this.disk.onQuiet = () => this.changeListener?.();
     this.checkpoints = await Checkpoints.open(store, machine.id);
-    if (sharedState && (await this.checkpoints.list()).length === 0) {
-      // The snapshot's machine state becomes this machine's first checkpoint: its timeline starts there.
-      const thumbnail = manifest.machine?.thumbnail;
-      this.checkpoints.onBackgroundError = (err) =>
-        this.errorListener?.(`The shared point could not be stored in this browser: ${err instanceof Error ? err.message : String(err)}`);
-      await this.checkpoints.save(
-        { branch: 0, seq: 0 },
-        sharedState,
-        { auto: false, name: "Shared point", ...(thumbnail ? { thumbnail } : {}) },
-        true,
-      );
-    }
     this.memoryBytes = manifest.machine?.memoryBytes ?? null;
+    this.shared = undefined;
+    let resume: CheckpointSummary | null;
+    machine.opened = now;
+    if (sharedState && manifest.machine) {
+      resume = this.startSharedPoint(store, machine, manifest.machine, sharedState);
+    } else {
+      await store.putMachine(machine);
+      resume = await this.resumePoint();
+    }
     return {
       id: machine.id,
       name: machine.name,
@@ -188,10 +200,58 @@ export class DiskService {
       chunkSize: manifest.chunkSize,
       description: manifest.description,
       now: this.disk.now,
-      resume: await this.resumePoint(),
+      resume,
       memoryBytes: this.memoryBytes,
       image: await this.rootImage(store, machine.source.repo, manifest),
     };
+  }
+
+  /**
+   * Announces the shared point as the machine's first checkpoint and stores it once `state` has
+   * arrived and verified. The machine record is stored only then: a broken snapshot leaves nothing.
+   */
+  private startSharedPoint(
+    store: LocalStore,
+    machine: MachineRecord,
+    m: MachineStateRef,
+    state: Promise<Uint8Array[]>,
+  ): CheckpointSummary {
+    const checkpoints = this.saved;
+    const announced: CheckpointSummary = {
+      machine: machine.id,
+      id: crypto.randomUUID(),
+      branch: 0,
+      seq: 0,
+      time: Date.now(),
+      format: CHECKPOINT_FORMAT,
+      stateBytes: m.stateBytes,
+      storedBytes: 0,
+      auto: false,
+      name: "Shared point",
+      ...(m.thumbnail ? { thumbnail: m.thumbnail } : {}),
+    };
+    let delivered!: () => void;
+    const handedOut = new Promise<void>((r) => (delivered = r));
+    const stored = state.then(async (pieces) => {
+      await store.putMachine(machine);
+      // Cutting and hashing tens of MiB would hold up handing the state to the page and the
+      // guest's first disk reads: it waits until the machine has resumed.
+      await Promise.race([handedOut, sleep(SHARED_HANDOUT_WAIT_MS)]);
+      await sleep(SHARED_SAVE_DELAY_MS);
+      checkpoints.onBackgroundError = (err) => this.errorListener?.(storageFailure(err, "the shared point"));
+      // Its pieces reach IndexedDB later (background): tens of MiB must not slow the resumed guest.
+      const { id, auto, name, thumbnail } = announced;
+      const options = { id, auto, ...(name ? { name } : {}), ...(thumbnail ? { thumbnail } : {}) };
+      await checkpoints.save({ branch: 0, seq: 0 }, joinState(pieces), options, true);
+    });
+    stored.catch(() => undefined); // reported through restoreCheckpoint
+    this.shared = { id: announced.id, summary: announced, state, stored, delivered };
+    return announced;
+  }
+
+  /** Waits until a shared point being opened is this machine's checkpoint (no-op otherwise). */
+  private async settled(): Promise<void> {
+    await this.shared?.stored;
   }
 
   // ── the disk ────────────────────────────────────────────────────────────────────────────────
@@ -205,12 +265,14 @@ export class DiskService {
   }
 
   async flush(): Promise<void> {
+    await this.settled();
     await this.opened.flush();
     await this.saved.writing;
   }
 
   /** Throws away the machine's changes and history: its disk is the repository image again. */
   async resetToImage(): Promise<void> {
+    await this.settled();
     await this.opened.reset();
     await this.saved.refresh();
     this.activity = [];
@@ -230,14 +292,26 @@ export class DiskService {
 
   /** Stores a machine state taken at `point` (see pointNow). */
   async saveCheckpoint(point: Point, state: Uint8Array, options: SaveOptions): Promise<CheckpointSummary> {
-    const record = await this.saved.save(point, state, options);
+    await this.settled();
+    const record = await this.saved.save(point, state, options).catch((err: unknown) => {
+      throw new Error(storageFailure(err, "this checkpoint"));
+    });
     // The checkpoint is an end marker too; make it durable with the writes before it.
     await this.opened.flush();
     return summary(record);
   }
 
-  /** Moves the disk to a checkpoint's point and returns the machine state to restore. */
+  /** Moves the disk to a checkpoint's point and returns the machine state to restore (the caller's own copy). */
   async restoreCheckpoint(id: string): Promise<{ checkpoint: CheckpointSummary; state: Uint8Array }> {
+    const shared = this.shared;
+    if (shared?.id === id && this.opened.now.seq === 0 && this.opened.now.branch === 0) {
+      // Resuming the shared point as opened: its state straight from the network copy, the disk
+      // already at its point (nothing written yet).
+      const state = joinState(await shared.state);
+      shared.delivered();
+      return { checkpoint: shared.summary, state };
+    }
+    await this.settled();
     const { record, state } = await this.saved.load(id);
     const point = { branch: record.branch, seq: record.seq };
     const laterCheckpoint = (await this.saved.list()).some(
@@ -250,6 +324,7 @@ export class DiskService {
   /** Moves the disk alone to `point` (the machine must cold-boot on it). */
   async seekDisk(point: Point): Promise<void> {
     // A cold boot departs from any checkpoint at that point: what follows is a new future.
+    await this.settled();
     const checkpointHere = (await this.saved.list()).some((c) => c.branch === point.branch && c.seq === point.seq);
     await this.opened.seek(point, checkpointHere);
   }
@@ -262,6 +337,8 @@ export class DiskService {
   async timeline(): Promise<Timeline> {
     const store = await this.store();
     const disk = this.opened;
+    // A shared point still being stored is listed as announced (see startSharedPoint).
+    const pending = this.shared?.summary;
     await disk.flush();
     // Activity is summarised incrementally: only log records since the last call are read, so
     // the timeline's cost does not grow with the length of history.
@@ -278,19 +355,39 @@ export class DiskService {
       branches: disk.branchList(),
       // Checkpoints are listed with their thumbnails; their plain markers would only duplicate them.
       markers: markers.filter((m) => !markerIds.has(m.id)),
-      checkpoints: checkpoints.map(summary).sort((a, b) => a.time - b.time),
+      // Without thumbnails: the page keeps those it has (see thumbnails()), so a refresh does not
+      // carry kilobytes per checkpoint for thousands of checkpoints.
+      checkpoints: [...checkpoints.map(summary), ...(pending && !checkpoints.some((c) => c.id === pending.id) ? [pending] : [])]
+        .map(({ thumbnail: _thumbnail, ...rest }) => rest)
+        .sort((a, b) => a.time - b.time),
       activity: this.activity,
     };
   }
 
-  /** Follows a snapshot's parents to its image (manifests are small and cached). */
+  /** The thumbnails of the given checkpoints (those that have one), by id. */
+  async thumbnails(ids: string[]): Promise<Record<string, string>> {
+    const wanted = new Set(ids);
+    const found: Record<string, string> = {};
+    const pending = this.shared?.summary;
+    for (const c of [...(await this.saved.list()), ...(pending ? [pending] : [])]) {
+      if (wanted.has(c.id) && c.thumbnail) found[c.id] = c.thumbnail;
+    }
+    return found;
+  }
+
+  /**
+   * Follows a snapshot's parents to its image. Only a name is wanted, so a copy already in this
+   * browser will do: the network is busy streaming the machine's state at this moment.
+   */
   private async rootImage(store: LocalStore, repo: string, manifest: DiskManifest): Promise<string | null> {
     let current: DiskManifest | null = manifest;
     for (let hops = 0; current && hops < 32; hops++) {
       if (current.kind === "image") return current.name;
       const parent: SourceRef | undefined = current.parent;
       if (!parent) return null;
-      current = await loadManifest(store, { repo, kind: parent.kind, name: parent.name }, this.deps.fetch).catch(() => null);
+      const source: MachineSource = { repo, kind: parent.kind, name: parent.name };
+      current =
+        (await store.getManifest(manifestUrl(source)))?.manifest ?? (await loadManifest(store, source, this.deps.fetch).catch(() => null));
     }
     return null;
   }
@@ -334,6 +431,7 @@ export class DiskService {
   }
 
   private async snapshotOf(checkpointId: string, memoryBytes: number) {
+    await this.settled();
     const { record, state } = await this.saved.load(checkpointId);
     const disk = this.opened;
     return buildSnapshot({
@@ -388,10 +486,31 @@ export class DiskService {
     }, PROGRESS_INTERVAL_MS);
   }
 
-  /** Reports background failures (a write batch that could not be stored). */
+  /** Reports points the timeline gained on its own (quiet points), so the page can redraw it. */
+  onTimelineChange(listener: () => void): void {
+    this.changeListener = listener;
+  }
+
+  /** Reports background failures (a write batch that could not be stored): nothing is lost yet. */
   onError(listener: (message: string) => void): void {
     this.errorListener = listener;
   }
+}
+
+/**
+ * Says what a failed IndexedDB write means for the person. A full quota is the common case: the
+ * machine keeps running and its changes stay in worker memory, stored at the next chance.
+ */
+export function storageFailure(err: unknown, what: string): string {
+  const full = err instanceof DOMException && err.name === "QuotaExceededError";
+  if (full) {
+    return (
+      `This browser's storage for Sandglass is full, so ${what} could not be saved. The machine keeps running and ` +
+      "keeps its changes in memory; they are saved as soon as there is room (discard machines you no longer need, " +
+      "or free disk space). Reloading or closing the page now would lose them."
+    );
+  }
+  return `${what[0]!.toUpperCase()}${what.slice(1)} could not be saved in this browser: ${err instanceof Error ? err.message : String(err)}`;
 }
 
 function never(): never {

@@ -42,6 +42,8 @@ export class Disk {
   private forkPending = false;
   /** Called when a background flush fails (for instance a full quota); the writes stay in memory. */
   onFlushError: (err: unknown) => void = () => undefined;
+  /** Called when a quiet point was marked (the timeline has a new point). */
+  onQuiet: () => void = () => undefined;
 
   private constructor(
     private readonly store: LocalStore,
@@ -345,7 +347,14 @@ export class Disk {
     this.scheduleFlush();
     // After a burst of writes, the first idle moment is a consistent point worth marking.
     clearTimeout(this.quietTimer);
-    this.quietTimer = setTimeout(() => void this.mark("quiet").catch((err) => this.onFlushError(err)), QUIET_AFTER_MS);
+    this.quietTimer = setTimeout(
+      () =>
+        void this.mark("quiet").then(
+          () => this.onQuiet(),
+          (err: unknown) => this.onFlushError(err),
+        ),
+      QUIET_AFTER_MS,
+    );
   }
 
   /**

@@ -14,6 +14,11 @@
  * The SHA-256 is always of the chunk's *uncompressed* content, so a chunk is stored once however
  * many images share it, and a reader verifies what it got before using it.
  *
+ * Serving: a host may send a ".gz" chunk file as it is, or with "Content-Encoding: gzip" (the
+ * Sandglass server does, so browsers inflate it natively); readers accept both. A reader retrying
+ * a failed ".gz" file adds "?encoding=identity" to ask for the stored bytes as they are (hosts
+ * that do not know the parameter ignore it).
+ *
  * Manifest (JSON):
  *   format       "sandglass-disk"
  *   version      1 (readers refuse versions they do not know)
@@ -86,8 +91,13 @@ export interface MachineStateRef {
 export const MAX_MANIFEST_BYTES = 8 * 1024 * 1024;
 /** Largest chunk file (compressed or not) the server accepts. */
 export const MAX_CHUNK_BYTES = 2 * 1024 * 1024;
-/** Typical piece size of a published machine state (few requests to open it; see snapshot.ts). */
-export const STATE_PIECE_BYTES = 64 * 1024;
+/**
+ * Typical piece size of a published machine state (a power of two ≥ 4 KiB; see snapshot.ts).
+ * Opening a snapshot fetches every piece before it resumes, and a browser pays several ms per
+ * request on top of the bytes: 512 KiB pieces make a 37 MiB state ~75 requests instead of ~550
+ * at 64 KiB, at the cost of re-uploading more around each changed RAM page when re-publishing.
+ */
+export const STATE_PIECE_BYTES = 512 * 1024;
 
 export class ManifestError extends Error {
   constructor(message: string) {

@@ -6,6 +6,7 @@
  */
 import type { Disk } from "./disk.ts";
 import { splitState } from "./checkpoint-format.ts";
+import { gzip } from "./gzip.ts";
 import { RepositoryError, type Fetch } from "./chunk-source.ts";
 import {
   FORMAT,
@@ -47,11 +48,6 @@ export async function sha256Hex(data: Uint8Array): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function gzip(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new CompressionStream("gzip"));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
 /** The ref and stored bytes of a piece of content (gzip'd when that is clearly smaller). */
 export async function storeForm(data: Uint8Array): Promise<{ ref: ChunkRef; stored: Uint8Array }> {
   const hash = await sha256Hex(data);
@@ -59,21 +55,29 @@ export async function storeForm(data: Uint8Array): Promise<{ ref: ChunkRef; stor
   return gz.byteLength <= data.byteLength * (1 - MIN_SAVING) ? { ref: `${hash}.gz`, stored: gz } : { ref: hash, stored: data };
 }
 
+/** Pages per published piece on average, and the most a piece may hold. */
+const PAGES_PER_PIECE = STATE_PIECE_BYTES / 4096;
+const MAX_PIECE_BYTES = 3 * STATE_PIECE_BYTES;
+
 /**
  * Cuts a machine state into repository pieces of about STATE_PIECE_BYTES. A state cut by page
  * (checkpoint-format.ts) would mean thousands of requests to open it; fixed-size pieces would all
  * shift when one RAM page becomes non-zero. So pages are grouped with content-defined ends: a
- * group ends after a page whose hash has its low 4 bits zero (on average every 16 pages), so an
- * inserted page changes only its own group and the next publish re-uploads little.
+ * group ends after a page whose hash is zero modulo PAGES_PER_PIECE (on average every that many
+ * pages), so an inserted page changes only its own group and the next publish re-uploads little.
  */
 export async function groupState(state: Uint8Array): Promise<Uint8Array[]> {
   const groups: Uint8Array[] = [];
   let start = 0;
   let at = 0;
   for (const page of splitState(state)) {
+    const digest = new DataView(await crypto.subtle.digest("SHA-256", page as Uint8Array<ArrayBuffer>));
+    if (at + page.byteLength - start > MAX_PIECE_BYTES) {
+      groups.push(state.subarray(start, at));
+      start = at;
+    }
     at += page.byteLength;
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", page as Uint8Array<ArrayBuffer>));
-    if ((digest[0]! & 0x0f) === 0 || at - start >= 4 * STATE_PIECE_BYTES) {
+    if (digest.getUint32(0) % PAGES_PER_PIECE === 0) {
       groups.push(state.subarray(start, at));
       start = at;
     }

@@ -2,17 +2,48 @@
  * Starts v86 on the page with Sandglass's disk adapter and wires its serial port and screen.
  * Knows nothing of storage: the disk comes in as an adapter.
  */
-import { V86 } from "v86";
+import type { V86 } from "v86";
 import v86WasmUrl from "v86/build/v86.wasm?url";
 import type { V86DiskAdapter } from "./disk-adapter.ts";
+import { withLazyZeroing } from "./lazy-zeroing.ts";
 import { DEFAULT_MEMORY, VGA_MEMORY } from "./machine-config.ts";
+
+/** What the emulator loads before it can start: its code, compiled WebAssembly and BIOS images. */
+export interface EmulatorFiles {
+  /** v86's JavaScript, loaded apart from the page's own so the page starts sooner. */
+  V86: typeof V86;
+  wasm: WebAssembly.Module;
+  bios: ArrayBuffer;
+  vgaBios: ArrayBuffer;
+}
+
+async function download(url: string, what: string): Promise<ArrayBuffer> {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`Could not load the ${what} (HTTP ${response.status} for ${url}).`);
+  return response.arrayBuffer();
+}
+
+/**
+ * Fetches and compiles what the emulator needs. Call it first thing: it runs while the disk
+ * worker opens the machine and fetches its state, instead of after.
+ */
+export async function preloadEmulator(biosUrl: string, vgaBiosUrl: string): Promise<EmulatorFiles> {
+  const [{ V86 }, wasm, bios, vgaBios] = await Promise.all([
+    import("v86"),
+    WebAssembly.compileStreaming(fetch(v86WasmUrl)).catch((err: unknown) => {
+      throw new Error(`Could not load the emulator (${String(err)}).`);
+    }),
+    download(biosUrl, "BIOS"),
+    download(vgaBiosUrl, "VGA BIOS"),
+  ]);
+  return { V86, wasm, bios, vgaBios };
+}
 
 export interface MachineOptions {
   /** Element v86 draws the VGA screen into (a div holding a text div and a canvas). */
   screen: HTMLElement;
   disk: V86DiskAdapter;
-  biosUrl: string;
-  vgaBiosUrl: string;
+  files: EmulatorFiles;
   memoryBytes?: number;
   /** A checkpoint to resume instead of booting (v86 save_state() output). */
   initialState?: ArrayBuffer;
@@ -23,13 +54,15 @@ export interface MachineOptions {
 export { DEFAULT_MEMORY } from "./machine-config.ts";
 
 export function startMachine(options: MachineOptions): V86 {
-  const emulator = new V86({
-    wasm_path: v86WasmUrl,
+  const { files } = options;
+  const emulator = new files.V86({
+    wasm_fn: async (imports) => withLazyZeroing((await WebAssembly.instantiate(files.wasm, imports)).exports),
     memory_size: options.memoryBytes ?? DEFAULT_MEMORY,
     vga_memory_size: VGA_MEMORY,
     screen_container: options.screen,
-    bios: { url: options.biosUrl },
-    vga_bios: { url: options.vgaBiosUrl },
+    // v86 keeps these buffers; copies let a later machine on this page reuse the preloaded files.
+    bios: { buffer: files.bios.slice(0) },
+    vga_bios: { buffer: files.vgaBios.slice(0) },
     // v86 accepts any object with load/get/set as a disk (see v86 src/browser/starter.js).
     hda: options.disk as unknown as { buffer: ArrayBuffer },
     autostart: true,

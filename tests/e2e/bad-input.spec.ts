@@ -1,6 +1,6 @@
 /**
  * Bad input gets a clear message and loses nothing: a corrupt chunk, an unknown image, a broken
- * link, a second tab on the same machine.
+ * link, a second tab on the same machine, a network failure halfway.
  */
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -46,4 +46,22 @@ test("a second tab on the same machine is refused while the first keeps running"
   await expect(second.getByTestId("error")).toContainText("already running in another tab");
   await second.close();
   await waitForShell(page);
+});
+
+test("a network failure halfway through opening says so, keeps nothing half-made, and opens later", async ({ page, context, repo }) => {
+  // The site's booted snapshot: its machine state is dozens of pieces; the connection dies after 10.
+  let served = 0;
+  await context.route("**/repo/chunks/**", (route) => (++served > 10 ? route.abort("connectionreset") : route.continue()));
+  await page.goto(repo.url);
+  await expect(page.getByTestId("error")).toContainText("Network error while fetching machine state piece");
+  await expect(page.getByTestId("status")).toHaveText("Stopped");
+
+  await context.unroute("**/repo/chunks/**");
+  await page.goto("about:blank");
+  await page.goto(repo.url);
+  await waitForShell(page);
+  const machines = await page.evaluate(() =>
+    (window as unknown as { sandglass: { debug: { api: { listMachines(): Promise<unknown[]> } } } }).sandglass.debug.api.listMachines(),
+  );
+  expect(machines).toHaveLength(1);
 });

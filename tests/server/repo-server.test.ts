@@ -93,16 +93,25 @@ describe("repository server", () => {
     expect(again.status).toBe(304);
   });
 
-  it("serves chunks as immutable, compressed ones without Content-Encoding", async () => {
+  it("serves chunks as immutable, gzip'd ones as Content-Encoding unless asked for the stored bytes", async () => {
     const ref = manifest.chunks[0]!;
-    const res = await get(`/repo/chunks/${ref}`);
+    expect(ref.endsWith(".gz")).toBe(true);
+    const stored = await readFile(join(dir, "repo", "chunks", ref));
+    // A client that takes gzip gets the content, inflated by its HTTP stack.
+    const res = await get(`/repo/chunks/${ref}`, { headers: { "Accept-Encoding": "gzip" } });
     expect(res.status).toBe(200);
     expect(res.headers.get("cache-control")).toContain("immutable");
-    expect(res.headers.get("content-type")).toBe("application/gzip");
-    expect(res.headers.get("content-encoding")).toBeNull();
-    const body = Buffer.from(await res.arrayBuffer());
+    expect(res.headers.get("content-encoding")).toBe("gzip");
+    expect(res.headers.get("vary")).toBe("Accept-Encoding");
+    expect(Buffer.from(await res.arrayBuffer()).equals(image.subarray(0, CHUNK))).toBe(true);
+    expect(requests.at(-1)).toMatchObject({ method: "GET", path: `/repo/chunks/${ref}`, status: 200, bytes: stored.length });
+    // "?encoding=identity" (a reader retrying a bad copy): the stored gzip bytes as they are.
+    const raw = await get(`/repo/chunks/${ref}?encoding=identity`, { headers: { "Accept-Encoding": "gzip" } });
+    expect(raw.headers.get("content-type")).toBe("application/gzip");
+    expect(raw.headers.get("content-encoding")).toBeNull();
+    const body = Buffer.from(await raw.arrayBuffer());
+    expect(body.equals(stored)).toBe(true);
     expect(gunzipSync(body).equals(image.subarray(0, CHUNK))).toBe(true);
-    expect(requests.at(-1)).toMatchObject({ method: "GET", path: `/repo/chunks/${ref}`, status: 200, bytes: body.length });
   });
 
   it("answers range requests on raw images", async () => {

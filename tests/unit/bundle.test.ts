@@ -46,9 +46,16 @@ describe("bundle", () => {
     const { manifest, files } = await sample();
     const bytes = encodeBundle(manifest, files);
     await expect(decodeBundle(bytes.subarray(0, bytes.length - 10))).rejects.toThrow(/truncated/);
-    const flipped = bytes.slice();
-    flipped[flipped.length - 5]! ^= 0xff;
-    await expect(decodeBundle(flipped)).rejects.toThrow(/damaged|does not match/);
+    // A flipped byte inside a file's stored bytes (not in gzip's trailer, which holds no content).
+    const headerLength = new DataView(bytes.buffer, bytes.byteOffset).getUint32(20, true);
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(24, 24 + headerLength))) as {
+      files: { offset: number; length: number }[];
+    };
+    for (const file of header.files) {
+      const flipped = bytes.slice();
+      flipped[24 + headerLength + file.offset + Math.floor(file.length / 2)]! ^= 0xff;
+      await expect(decodeBundle(flipped)).rejects.toThrow(/damaged|does not match/);
+    }
     await expect(decodeBundle(new TextEncoder().encode("PK\x03\x04 not ours at all......"))).rejects.toThrow(/not a usable/);
   });
 
