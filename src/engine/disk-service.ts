@@ -438,6 +438,7 @@ export class DiskService {
       disk,
       point: { branch: record.branch, seq: record.seq },
       state,
+      pageHashes: record.pieces,
       memoryBytes,
       description: `${disk.record.name}, ${new Date(record.time).toISOString().slice(0, 16).replace("T", " ")} UTC`,
       ...(record.thumbnail ? { thumbnail: record.thumbnail } : {}),

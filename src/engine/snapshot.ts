@@ -33,6 +33,8 @@ export interface BuildOptions {
   disk: Disk;
   point: Point;
   state: Uint8Array;
+  /** SHA-256 (hex) of each piece of `state` as checkpoint-format.ts cuts it, when known. */
+  pageHashes?: readonly string[];
   memoryBytes: number;
   description: string;
   thumbnail?: string;
@@ -66,18 +68,23 @@ const MAX_PIECE_BYTES = 3 * STATE_PIECE_BYTES;
  * group ends after a page whose hash is zero modulo PAGES_PER_PIECE (on average every that many
  * pages), so an inserted page changes only its own group and the next publish re-uploads little.
  */
-export async function groupState(state: Uint8Array): Promise<Uint8Array[]> {
+export async function groupState(state: Uint8Array, pageHashes?: readonly string[]): Promise<Uint8Array[]> {
   const groups: Uint8Array[] = [];
+  const pages = splitState(state);
+  // A checkpoint already knows its pages' SHA-256 (checkpoints.ts cuts states the same way).
+  const known = pageHashes?.length === pages.length ? pageHashes : undefined;
   let start = 0;
   let at = 0;
-  for (const page of splitState(state)) {
-    const digest = new DataView(await crypto.subtle.digest("SHA-256", page as Uint8Array<ArrayBuffer>));
+  for (const [i, page] of pages.entries()) {
+    const first32 = known
+      ? parseInt(known[i]!.slice(0, 8), 16)
+      : new DataView(await crypto.subtle.digest("SHA-256", page as Uint8Array<ArrayBuffer>)).getUint32(0);
     if (at + page.byteLength - start > MAX_PIECE_BYTES) {
       groups.push(state.subarray(start, at));
       start = at;
     }
     at += page.byteLength;
-    if (digest.getUint32(0) % PAGES_PER_PIECE === 0) {
+    if (first32 % PAGES_PER_PIECE === 0) {
       groups.push(state.subarray(start, at));
       start = at;
     }
@@ -106,7 +113,7 @@ export async function buildSnapshot(options: BuildOptions): Promise<SnapshotFile
     files.set(ref, stored);
   }
   const pieces: ChunkRef[] = [];
-  for (const group of await groupState(options.state)) {
+  for (const group of await groupState(options.state, options.pageHashes)) {
     const { ref, stored } = await storeForm(group);
     pieces.push(ref);
     files.set(ref, stored);

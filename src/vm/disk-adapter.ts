@@ -27,12 +27,6 @@ interface RecentWrite {
 }
 
 const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
-/**
- * A guest reading sequentially gets this many chunks fetched ahead of it, in one worker call,
- * topped up when it has used half: it then reads from page memory instead of waiting for a round
- * trip to the worker every request (a 64 MiB `dd` read costs ~1,000 of them otherwise).
- */
-const READ_AHEAD_CHUNKS = 16;
 
 export class V86DiskAdapter {
   byteLength: number;
@@ -51,9 +45,6 @@ export class V86DiskAdapter {
   private readsInFlight = 0;
   /** Bumped when the disk moves to another point: reads started before it are dropped. */
   private generation = 0;
-  /** The chunk after the guest's last read, and the end of what was fetched ahead of it. */
-  private nextChunk = -1;
-  private aheadEnd = -1;
 
   constructor(
     private readonly backend: DiskBackend,
@@ -69,7 +60,6 @@ export class V86DiskAdapter {
   }
 
   get(start: number, len: number, fn: (data: Uint8Array) => void): void {
-    this.readAhead(start, len);
     const cached = this.get_from_cache(start, len);
     if (cached) {
       this.counters.hits++;
@@ -134,36 +124,12 @@ export class V86DiskAdapter {
   /** Forgets everything cached and in flight (the disk moved to another point: rewind, reset). */
   invalidate(): void {
     this.generation++;
-    this.nextChunk = -1;
-    this.aheadEnd = -1;
     this.cache.clear();
     this.inflight.clear();
     this.recent = [];
   }
 
   // ── internals ───────────────────────────────────────────────────────────────────────────────
-
-  /** Fetches ahead of a sequential reader (see READ_AHEAD_CHUNKS); never fails a read. */
-  private readAhead(start: number, len: number): void {
-    const first = Math.floor(start / this.chunkSize);
-    const last = Math.floor((start + len - 1) / this.chunkSize);
-    const sequential = first === this.nextChunk || first === this.nextChunk - 1;
-    this.nextChunk = last + 1;
-    if (!sequential) {
-      this.aheadEnd = -1;
-      return;
-    }
-    const chunks = Math.ceil(this.byteLength / this.chunkSize);
-    if (this.aheadEnd < 0 || this.aheadEnd <= last) this.aheadEnd = last + 1;
-    if (this.aheadEnd - last > READ_AHEAD_CHUNKS / 2 || this.aheadEnd >= chunks) return;
-    const from = this.aheadEnd;
-    const to = Math.min(chunks, from + READ_AHEAD_CHUNKS);
-    this.aheadEnd = to;
-    // A failure here is not the guest's: a read that needs these chunks reports it.
-    this.fetchChunks(from * this.chunkSize, Math.min(to * this.chunkSize, this.byteLength) - from * this.chunkSize).catch(
-      () => undefined,
-    );
-  }
 
   /** Brings every chunk of [start, start+len) into the cache, one worker call per missing run. */
   private async fetchChunks(start: number, len: number): Promise<void> {
