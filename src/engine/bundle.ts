@@ -13,7 +13,7 @@
  * Readers verify every file against its ref before keeping it, like chunks from a repository.
  */
 import { chunkHash, isChunkRef, isCompressed, parseManifest, referencedChunks, type ChunkRef, type DiskManifest } from "./repo-format.ts";
-import { sha256Hex } from "./snapshot.ts";
+import { sha256Hex } from "./util.ts";
 import { gunzip } from "./gzip.ts";
 
 const MAGIC = "SANDGLASS-BUNDLE";

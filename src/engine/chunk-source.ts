@@ -15,6 +15,7 @@ import {
 } from "./repo-format.ts";
 import type { MachineSource } from "./store-format.ts";
 import { gunzip } from "./gzip.ts";
+import { sha256Hex, sleep } from "./util.ts";
 
 /** Chunks kept decoded in the worker's memory, so read-modify-write and re-reads skip IndexedDB. */
 const MEMORY_BUDGET = 32 * 1024 * 1024;
@@ -57,13 +58,6 @@ export interface TransferStats {
 }
 
 export type Fetch = (input: string, init?: RequestInit) => Promise<Response>;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /** The manifest URL of a machine's source inside its repository. */
 export function manifestUrl(source: MachineSource): string {

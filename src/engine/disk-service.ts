@@ -11,6 +11,7 @@ import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./s
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
 import { LocalStore } from "./local-store.ts";
+import { sleep } from "./util.ts";
 import type { BranchRecord, CheckpointRecord, MachineRecord, MachineSource, MarkerRecord, Point } from "./store-format.ts";
 
 /** Which machine to open: the given id, else the last opened machine of that source, else a new one. */
@@ -81,7 +82,6 @@ const PROGRESS_INTERVAL_MS = 200;
 const SHARED_SAVE_DELAY_MS = 3000;
 /** ...or this long after it arrived, if the page never asked for it. */
 const SHARED_HANDOUT_WAIT_MS = 10_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Width of an activity bucket on the timeline. */
 const ACTIVITY_BUCKET_MS = 1000;
 
@@ -337,14 +337,12 @@ export class DiskService {
   async timeline(): Promise<Timeline> {
     const store = await this.store();
     const disk = this.opened;
-    // A shared point still being stored is listed as announced (see startSharedPoint).
-    const pending = this.shared?.summary;
     await disk.flush();
     // Activity is summarised incrementally: only log records since the last call are read, so
     // the timeline's cost does not grow with the length of history.
     const [markers, checkpoints, log] = await Promise.all([
       store.listMarkers(disk.id),
-      this.saved.list(),
+      this.checkpointSummaries(),
       store.listLog(disk.id, this.activitySeq + 1),
     ]);
     this.activity = bucketActivity(log, this.activity);
@@ -357,9 +355,7 @@ export class DiskService {
       markers: markers.filter((m) => !markerIds.has(m.id)),
       // Without thumbnails: the page keeps those it has (see thumbnails()), so a refresh does not
       // carry kilobytes per checkpoint for thousands of checkpoints.
-      checkpoints: [...checkpoints.map(summary), ...(pending && !checkpoints.some((c) => c.id === pending.id) ? [pending] : [])]
-        .map(({ thumbnail: _thumbnail, ...rest }) => rest)
-        .sort((a, b) => a.time - b.time),
+      checkpoints: checkpoints.map(({ thumbnail: _thumbnail, ...rest }) => rest).sort((a, b) => a.time - b.time),
       activity: this.activity,
     };
   }
@@ -368,11 +364,17 @@ export class DiskService {
   async thumbnails(ids: string[]): Promise<Record<string, string>> {
     const wanted = new Set(ids);
     const found: Record<string, string> = {};
-    const pending = this.shared?.summary;
-    for (const c of [...(await this.saved.list()), ...(pending ? [pending] : [])]) {
+    for (const c of await this.checkpointSummaries()) {
       if (wanted.has(c.id) && c.thumbnail) found[c.id] = c.thumbnail;
     }
     return found;
+  }
+
+  /** This machine's checkpoints, with a shared point still being stored listed as announced. */
+  private async checkpointSummaries(): Promise<CheckpointSummary[]> {
+    const stored = (await this.saved.list()).map(summary);
+    const pending = this.shared?.summary;
+    return pending && !stored.some((c) => c.id === pending.id) ? [...stored, pending] : stored;
   }
 
   /**

@@ -7,6 +7,7 @@
 import type { Disk } from "./disk.ts";
 import { splitState } from "./checkpoint-format.ts";
 import { gzip } from "./gzip.ts";
+import { sha256Hex } from "./util.ts";
 import { RepositoryError, type Fetch } from "./chunk-source.ts";
 import {
   FORMAT,
@@ -44,11 +45,6 @@ export interface BuildOptions {
 const MIN_SAVING = 0.1;
 /** Parallel uploads. */
 const UPLOAD_CONCURRENCY = 4;
-
-export async function sha256Hex(data: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /** The ref and stored bytes of a piece of content (gzip'd when that is clearly smaller). */
 export async function storeForm(data: Uint8Array): Promise<{ ref: ChunkRef; stored: Uint8Array }> {
