@@ -13,10 +13,17 @@ function isAppFile(url) {
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
-// The page sends what it loaded before this worker controlled it.
+// The page sends what it loaded before this worker controlled it, with a port for the answer:
+// how many of those files are now kept (the app works offline only once they all are).
 self.addEventListener("message", (event) => {
   const urls = (event.data?.cache ?? []).filter((u) => isAppFile(new URL(u)));
-  event.waitUntil(caches.open(CACHE).then((cache) => Promise.all(urls.map((u) => cache.add(u).catch(() => undefined)))));
+  const reply = event.ports[0];
+  event.waitUntil(
+    caches.open(CACHE).then(async (cache) => {
+      const kept = await Promise.all(urls.map((u) => cache.add(u).then(() => true, () => false)));
+      reply?.postMessage({ kept: kept.filter(Boolean).length, total: urls.length });
+    }),
+  );
 });
 
 self.addEventListener("fetch", (event) => {

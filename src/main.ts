@@ -16,13 +16,25 @@ if ("serviceWorker" in navigator && import.meta.env.PROD) {
   setTimeout(registerServiceWorker, SERVICE_WORKER_DELAY_MS);
 }
 
+/**
+ * Registers the service worker and hands it the files this page loaded. When it has kept them all,
+ * `<html data-offline="ready">` says the app would reopen without the server (tests wait on it).
+ */
 function registerServiceWorker(): void {
   void navigator.serviceWorker
     .register(new URL("sw.js", document.baseURI), { scope: "./" })
     .then(() => navigator.serviceWorker.ready)
-    .then((registration) => {
-      const loaded = [location.href.split("#")[0]!, ...performance.getEntriesByType("resource").map((e) => e.name)];
-      registration.active?.postMessage({ cache: loaded });
+    .then(
+      (registration) =>
+        new Promise<{ kept: number; total: number }>((resolve) => {
+          const loaded = [location.href.split("#")[0]!, ...performance.getEntriesByType("resource").map((e) => e.name)];
+          const channel = new MessageChannel();
+          channel.port1.onmessage = (event: MessageEvent<{ kept: number; total: number }>) => resolve(event.data);
+          registration.active?.postMessage({ cache: loaded }, [channel.port2]);
+        }),
+    )
+    .then(({ kept, total }) => {
+      document.documentElement.dataset.offline = kept === total ? "ready" : "partial";
     })
     .catch(() => undefined);
 }

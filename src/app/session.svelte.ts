@@ -73,6 +73,9 @@ export class Session {
   private storageNotice: string | null = null;
   /** Checkpoint thumbnails already fetched from the worker (undefined: it has none). */
   private thumbnails = new Map<string, string | undefined>();
+  private timelineRequests = 0;
+  /** The request whose answer is on screen (see refreshTimeline). */
+  private timelineShown = 0;
   private activity = 0;
   private activityAtLastCheckpoint = 0;
   private lastActivityAt = 0;
@@ -201,6 +204,8 @@ export class Session {
 
   /** Saves RAM, CPU, devices and the disk point; the person's button and the timer both use it. */
   checkpoint(auto = false): Promise<CheckpointSummary | undefined> {
+    // Checked when asked, not when its turn comes: a rewind asked for after it waits for it.
+    if (this.status !== "running") return Promise.resolve(undefined);
     const run = this.checkpointing.then(() => this.takeCheckpoint(auto));
     this.checkpointing = run.catch(() => undefined);
     return run;
@@ -209,7 +214,7 @@ export class Session {
   private async takeCheckpoint(auto: boolean): Promise<CheckpointSummary | undefined> {
     const api = this.bridge?.api;
     const emulator = this.emulator;
-    if (!api || !emulator || this.status !== "running") return undefined;
+    if (!api || !emulator || this.status === "error") return undefined;
     // Same task as save_state(): the worker answers with the point after exactly the writes
     // v86 issued before the state was taken.
     const point = api.pointNow();
@@ -314,8 +319,9 @@ export class Session {
     const emulator = this.emulator;
     const disk = this.disk;
     if (!api || !emulator || !disk) return;
-    await this.checkpointing;
+    // Busy at once (the click registered; no second action starts), even while a checkpoint ends.
     this.status = status;
+    await this.checkpointing;
     try {
       await emulator.stop();
       await action(api, emulator, disk);
@@ -420,6 +426,9 @@ export class Session {
   async refreshTimeline(): Promise<void> {
     const api = this.bridge?.api;
     if (!api) return;
+    // Refreshes overlap (a checkpoint's, a quiet point's): an older answer that arrives late must
+    // not replace a newer one, or a point would vanish until the next refresh.
+    const request = ++this.timelineRequests;
     const timeline = await api.timeline();
     // Thumbnails never change: only new checkpoints' are asked for.
     const unseen = timeline.checkpoints.filter((c) => !this.thumbnails.has(c.id)).map((c) => c.id);
@@ -431,6 +440,8 @@ export class Session {
       const thumbnail = this.thumbnails.get(c.id);
       return thumbnail ? { ...c, thumbnail } : c;
     });
+    if (request < this.timelineShown) return;
+    this.timelineShown = request;
     this.timeline = timeline;
   }
 

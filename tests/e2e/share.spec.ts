@@ -127,8 +127,9 @@ test("export to a file, import it in another browser with the server stopped", a
   const b = await context.newPage();
   await b.goto(repo.url);
   await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
-  // The app registers its service worker a few seconds after start (src/main.ts).
-  await expect.poll(() => b.evaluate(() => navigator.serviceWorker.controller !== null), { timeout: 60_000 }).toBe(true);
+  // The app registers its service worker a few seconds after start and says when it has kept the
+  // app's files (src/main.ts); only then can the page reload without the server.
+  await expect(b.locator("html")).toHaveAttribute("data-offline", "ready", { timeout: 60_000 });
   await repo.close();
   await b.getByTestId("file-input").setInputFiles(file);
   await b.waitForURL(/#\/s\/[a-z2-7]{26}$/);

@@ -3,7 +3,7 @@
  * other future, disk-only rewind to an exact write, and resume after reload.
  */
 import type { Page } from "@playwright/test";
-import { expect, run, test, waitForShell } from "./fixtures.ts";
+import { expect, run, terminal, test, waitForShell } from "./fixtures.ts";
 
 const manual = (page: Page) => page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
 
@@ -100,6 +100,7 @@ test("disk-only rewind to a point between two writes cold-boots on exactly that 
   expect(target).toBeTruthy();
   page.once("dialog", (d) => void d.accept());
   await clickPoint(page, `[data-id="${target!.id}"]`);
+  await expect(terminal(page)).toContainText("disk rewound to Quiet point");
   await waitForShell(page);
   await run(page, "sha256sum /root/f | cut -c1-16 | sed 's/^/now=/'", `now=${sum1}`);
   await run(page, "cat /root/f; echo $((7+7))", "first-version");
