@@ -2,11 +2,12 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|history|share|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}.
- * history  rewind latency vs history size, dd throughput vs v86's in-memory disk, checkpoint cost.
+ * history  rewind latency vs history size, dd throughput vs v86's in-memory disk, checkpoint cost
+ *          (`dd`: the last two only; `rewind`: the first only).
  * share    publishing after a 1 MiB change (time, bytes up) and opening the link (bytes down).
  */
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
@@ -250,7 +251,9 @@ async function main(): Promise<void> {
   const browser = await launch();
   try {
     if (which === "boot" || which === "all") await bootBench(browser, servers);
-    if (which === "history" || which === "all") await historyBench(browser, servers);
+    if (which === "history" || which === "all") await historyBench(browser, servers, { dd: true, rewind: true });
+    if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });
+    if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });
     if (which === "share" || which === "all") await shareBench(browser, servers);
   } finally {
     await browser.close();

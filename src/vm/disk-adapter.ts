@@ -26,7 +26,12 @@ interface RecentWrite {
   data: Uint8Array;
 }
 
-const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+/**
+ * Twice the guest's RAM: what the guest wrote and reads back after its own page cache let it go
+ * (a big file copied, then read) is still here. The cache is LRU, so a scan larger than it would
+ * miss on every chunk.
+ */
+const DEFAULT_CACHE_BYTES = 128 * 1024 * 1024;
 
 export class V86DiskAdapter {
   byteLength: number;
@@ -178,13 +183,23 @@ export class V86DiskAdapter {
     }
   }
 
+  /**
+   * Applies a write to cached chunks. A chunk the write covers whole is cached even if it was not:
+   * its content is known, and data just written is often read back soon (a file copied, a build).
+   */
   private patchCache(start: number, data: Uint8Array): void {
     const first = Math.floor(start / this.chunkSize);
     const last = Math.floor((start + data.byteLength - 1) / this.chunkSize);
     for (let c = first; c <= last; c++) {
-      const chunk = this.cache.peek(c);
-      if (!chunk) continue;
       const chunkStart = c * this.chunkSize;
+      const chunkEnd = Math.min(chunkStart + this.chunkSize, this.byteLength);
+      const chunk = this.cache.peek(c);
+      if (!chunk) {
+        if (start <= chunkStart && start + data.byteLength >= chunkEnd) {
+          this.cache.set(c, data.slice(chunkStart - start, chunkEnd - start));
+        }
+        continue;
+      }
       const from = Math.max(start, chunkStart);
       const to = Math.min(start + data.byteLength, chunkStart + chunk.byteLength);
       chunk.set(data.subarray(from - start, to - start), from - chunkStart);
