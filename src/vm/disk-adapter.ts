@@ -8,6 +8,7 @@ import { ByteLru } from "../engine/lru.ts";
 /** What the adapter needs from the worker side. */
 export interface DiskBackend {
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** `data` is the backend's from now on: it may move it to another thread instead of copying. */
   write(offset: number, data: Uint8Array): Promise<void>;
 }
 
@@ -110,10 +111,16 @@ export class V86DiskAdapter {
     this.counters.writes++;
     const copy = data.slice();
     this.patchCache(start, copy);
-    if (this.readsInFlight > 0) this.recent.push({ id: ++this.writeId, offset: start, data: copy });
-    else this.writeId++;
-    this.backend.write(start, copy).catch((err: unknown) => this.options.onError(err));
+    let sent = copy;
+    if (this.readsInFlight > 0) {
+      this.recent.push({ id: ++this.writeId, offset: start, data: copy });
+      sent = copy.slice(); // `copy` stays here: the backend may take what it is given
+    } else {
+      this.writeId++;
+    }
+    this.backend.write(start, sent).catch((err: unknown) => this.options.onError(err));
     fn();
+    if (data.byteLength >= this.chunkSize) this.completeEdges(start, data.byteLength);
   }
 
   get_buffer(fn: (buffer?: ArrayBuffer) => void): void {
@@ -184,6 +191,21 @@ export class V86DiskAdapter {
   }
 
   /**
+   * A large write (a file being written) caches the chunks it covers whole; the chunks at its two
+   * ends it covers only in part are fetched in the background, so reading the file back later
+   * finds all of it in page memory. (The worker answers with this write applied: reads wait for
+   * every write issued before them.)
+   */
+  private completeEdges(start: number, len: number): void {
+    const first = Math.floor(start / this.chunkSize);
+    const last = Math.floor((start + len - 1) / this.chunkSize);
+    for (const c of new Set([first, last])) {
+      if (this.cache.has(c) || this.inflight.has(c)) continue;
+      this.fetchChunks(c * this.chunkSize, 1).catch(() => undefined); // a real read reports failures
+    }
+  }
+
+  /**
    * Applies a write to cached chunks. A chunk the write covers whole is cached even if it was not:
    * its content is known, and data just written is often read back soon (a file copied, a build).
    */
@@ -193,7 +215,7 @@ export class V86DiskAdapter {
     for (let c = first; c <= last; c++) {
       const chunkStart = c * this.chunkSize;
       const chunkEnd = Math.min(chunkStart + this.chunkSize, this.byteLength);
-      const chunk = this.cache.peek(c);
+      const chunk = this.cache.get(c); // a write is a use: it must not be the next eviction
       if (!chunk) {
         if (start <= chunkStart && start + data.byteLength >= chunkEnd) {
           this.cache.set(c, data.slice(chunkStart - start, chunkEnd - start));

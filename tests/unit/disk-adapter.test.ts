@@ -39,7 +39,7 @@ function slowBackend(random: () => number) {
 
 describe("V86DiskAdapter", () => {
   it("answers every read with the bytes written before it, across evictions and late answers", async () => {
-    for (const seed of [1, 2, 3]) {
+    for (const seed of Array.from({ length: 12 }, (_, i) => i + 1)) {
       const random = rng(seed);
       const { backend, initial } = slowBackend(random);
       const model = initial;
