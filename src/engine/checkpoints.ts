@@ -29,6 +29,8 @@ export class Checkpoints {
   private readonly pieces = new ByteLru<string>(PIECE_MEMORY);
   /** The last background write (see save). */
   writing: Promise<void> = Promise.resolve();
+  /** A background write that failed (a full quota, say): retried before the next checkpoint's. */
+  private unstored: (() => Promise<void>) | undefined;
   onBackgroundError: (err: unknown) => void = () => undefined;
 
   private constructor(
@@ -56,7 +58,7 @@ export class Checkpoints {
    * Stores `state` as a checkpoint at `point`; returns its record (with the bytes it added).
    * `background`: returns once the checkpoint is usable from memory and lets IndexedDB catch up
    * (a shared snapshot's first checkpoint: tens of MiB that must not delay resuming it); a
-   * failed write is reported to `onBackgroundError`.
+   * failed write is reported to `onBackgroundError` and tried again by the next save.
    */
   async save(point: Point, state: Uint8Array, options: SaveOptions, background = false): Promise<CheckpointRecord> {
     const pieces = splitState(state);
@@ -96,8 +98,15 @@ export class Checkpoints {
       // Deferred: storing tens of MiB competes for the CPU with the emulator starting up.
       this.writing = new Promise((r) => setTimeout(r, BACKGROUND_DELAY_MS))
         .then(write)
-        .catch((err: unknown) => this.onBackgroundError(err));
+        .catch((err: unknown) => {
+          this.unstored = write;
+          this.onBackgroundError(err);
+        });
     } else {
+      if (this.unstored) {
+        await this.unstored();
+        this.unstored = undefined;
+      }
       await write();
     }
     this.records.push(record);

@@ -10,7 +10,7 @@ import { chunkHash, referencedChunks, type DiskManifest, type MachineStateRef, t
 import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./snapshot.ts";
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
-import { LocalStore } from "./local-store.ts";
+import { isQuotaError, LocalStore } from "./local-store.ts";
 import { sleep } from "./util.ts";
 import type { BranchRecord, CheckpointRecord, MachineRecord, MachineSource, MarkerRecord, Point } from "./store-format.ts";
 
@@ -293,11 +293,13 @@ export class DiskService {
   /** Stores a machine state taken at `point` (see pointNow). */
   async saveCheckpoint(point: Point, state: Uint8Array, options: SaveOptions): Promise<CheckpointSummary> {
     await this.settled();
-    const record = await this.saved.save(point, state, options).catch((err: unknown) => {
+    const failed = (err: unknown) => {
       throw new Error(storageFailure(err, "this checkpoint"));
-    });
-    // The checkpoint is an end marker too; make it durable with the writes before it.
-    await this.opened.flush();
+    };
+    // The writes before the checkpoint are stored first: a stored checkpoint must never point past
+    // the stored log (a reload would restore RAM over a disk that lacks its last writes).
+    await this.opened.flush().catch(failed);
+    const record = await this.saved.save(point, state, options).catch(failed);
     return summary(record);
   }
 
@@ -505,8 +507,7 @@ export class DiskService {
  * machine keeps running and its changes stay in worker memory, stored at the next chance.
  */
 export function storageFailure(err: unknown, what: string): string {
-  const full = err instanceof DOMException && err.name === "QuotaExceededError";
-  if (full) {
+  if (isQuotaError(err)) {
     return (
       `This browser's storage for Sandglass is full, so ${what} could not be saved. The machine keeps running and ` +
       "keeps its changes in memory; they are saved as soon as there is room (discard machines you no longer need, " +

@@ -43,8 +43,13 @@ export class QuotaError extends Error {
   }
 }
 
+/** The browser refused to store more (as raised by IndexedDB, or already turned into a QuotaError). */
+export function isQuotaError(err: unknown): boolean {
+  return err instanceof QuotaError || (err instanceof DOMException && err.name === "QuotaExceededError");
+}
+
 function rethrowQuota(err: unknown, what: string): never {
-  if (err instanceof DOMException && err.name === "QuotaExceededError") throw new QuotaError(what);
+  if (isQuotaError(err) && !(err instanceof QuotaError)) throw new QuotaError(what);
   throw err;
 }
 
