@@ -79,9 +79,10 @@ export class Session {
   private activity = 0;
   private activityAtLastCheckpoint = 0;
   private lastActivityAt = 0;
+  /** When the first change after the last checkpoint came (what AUTO_CHECKPOINT_MS counts from). */
+  private dirtySince = 0;
   /** Disk reads seen by the last automatic-checkpoint tick. */
   private readsSeen = 0;
-  private lastCheckpointAt = 0;
   /** v86 has started running (keys can reach the guest); what was typed before it. */
   private started = false;
   private pendingInput = "";
@@ -158,7 +159,6 @@ export class Session {
         const when = new Date(info.resume.time).toLocaleString();
         this.banner(`resumed ${info.resume.name ?? "checkpoint"} of ${when} · press Enter for a prompt`);
       }
-      this.lastCheckpointAt = performance.now();
       this.autoTimer = setInterval(() => void this.autoCheckpoint(), AUTO_TICK_MS);
       // Best effort: make the last writes durable when the tab goes away.
       addEventListener("pagehide", () => void this.bridge?.api.flush());
@@ -225,7 +225,6 @@ export class Session {
     const pauseMs = performance.now() - started;
     const activity = this.activity;
     this.activityAtLastCheckpoint = activity;
-    this.lastCheckpointAt = performance.now();
     const thumbnail = this.thumbnail?.();
     try {
       const saved = await api.saveCheckpoint(await point, handOver(new Uint8Array(state)), {
@@ -248,8 +247,10 @@ export class Session {
   }
 
   private touch(): void {
+    const now = performance.now();
+    if (this.activity === this.activityAtLastCheckpoint) this.dirtySince = now;
     this.activity++;
-    this.lastActivityAt = performance.now();
+    this.lastActivityAt = now;
     this.unsaved = true;
   }
 
@@ -268,7 +269,9 @@ export class Session {
     }
     if (this.status !== "running" || this.activity === this.activityAtLastCheckpoint || this.busy) return;
     if (now < this.autoAfter) return;
-    if (now - this.lastActivityAt >= SETTLE_CHECKPOINT_MS || now - this.lastCheckpointAt >= AUTO_CHECKPOINT_MS) {
+    // Counted from the first change, not from the last checkpoint: a command typed after a quiet
+    // spell is not interrupted by a checkpoint at its first keystroke.
+    if (now - this.lastActivityAt >= SETTLE_CHECKPOINT_MS || now - this.dirtySince >= AUTO_CHECKPOINT_MS) {
       this.busy = true;
       try {
         await this.checkpoint(true);

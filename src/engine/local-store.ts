@@ -4,6 +4,7 @@
  */
 import { openDB, type IDBPDatabase } from "idb";
 import {
+  BLOCK_SIZE,
   DB_NAME,
   STORE_VERSION,
   type BranchRecord,
@@ -34,6 +35,16 @@ export interface FlushBatch {
 
 /** Upper bound for array keys that start with `prefix` (arrays sort after every other key type). */
 const after = (...prefix: (string | number)[]) => [...prefix, []];
+
+/** How a block of zeros is stored (see store-format.ts, `blocks`). */
+const ZERO_BLOCK = new Uint8Array(0);
+
+function isZeroBlock(data: Uint8Array): boolean {
+  if (data.byteOffset % 8 !== 0 || data.byteLength % 8 !== 0) return data.every((b) => b === 0);
+  const words = new BigUint64Array(data.buffer, data.byteOffset, data.byteLength / 8);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
+  return true;
+}
 
 /** Raised when the browser refuses to store more; carries a message a person can act on. */
 export class QuotaError extends Error {
@@ -71,6 +82,8 @@ export class LocalStore {
           db.createObjectStore("checkpoints");
           db.createObjectStore("statePieces");
         }
+        // Version 2 stores a block of zeros as an empty array: the same stores, read by a newer
+        // blockVersion(); nothing to convert, but version 1 code must not open such a store.
       },
       blocking() {
         // A newer version of Sandglass opened in another tab: let it upgrade.
@@ -141,7 +154,8 @@ export class LocalStore {
   async blockVersion(machine: string, block: number, branch: number, maxSeq: number): Promise<Uint8Array | undefined> {
     const range = IDBKeyRange.bound([machine, block, branch, 0], [machine, block, branch, maxSeq]);
     const cursor = await this.db.transaction("blocks").store.openCursor(range, "prev");
-    return cursor?.value;
+    const value = cursor?.value;
+    return value?.byteLength === 0 ? new Uint8Array(BLOCK_SIZE) : value;
   }
 
   listLog(machine: string, fromSeq = 0, limit?: number): Promise<LogRecord[]> {
@@ -158,7 +172,7 @@ export class LocalStore {
     const id = batch.machine.id;
     try {
       const blocks = tx.objectStore("blocks");
-      for (const b of batch.blocks) void blocks.put(b.data, [id, b.block, b.branch, b.seq]);
+      for (const b of batch.blocks) void blocks.put(isZeroBlock(b.data) ? ZERO_BLOCK : b.data, [id, b.block, b.branch, b.seq]);
       const log = tx.objectStore("log");
       for (const r of batch.log) void log.put(r, [id, r.seq]);
       const branches = tx.objectStore("branches");

@@ -15,7 +15,10 @@
  * branches       [machine, branch]                {@link BranchRecord}: the timeline is a tree.
  * log            [machine, seq]                   {@link LogRecord}: one guest write (metadata only).
  * blocks         [machine, block, branch, seq]    Uint8Array(BLOCK_SIZE): the content of disk block
- *                                                 `block` after write `seq` on `branch`. This is both the
+ *                                                 `block` after write `seq` on `branch`, or an empty
+ *                                                 Uint8Array when that content is all zeros (since
+ *                                                 version 2: zeroing a file or a disk area stores
+ *                                                 nothing but keys). This is both the
  *                                                 write log's data (stored once) and the timeline index:
  *                                                 the version of a block visible at a point is one
  *                                                 reverse cursor step per ancestor branch, whatever the
@@ -35,13 +38,15 @@
  * pending). A crash or closed tab can lose at most that window of writes; what was committed is
  * always a prefix of the log, so the disk is at some earlier write point, never torn.
  *
+ * Versions: 1 first layout; 2 zero blocks stored empty.
+ *
  * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
  */
 import type { DBSchema } from "idb";
 import type { DiskManifest } from "./repo-format.ts";
 
 /** Bump on any change to the stores below; local-store.ts migrates from every older version. */
-export const STORE_VERSION = 1;
+export const STORE_VERSION = 2;
 export const DB_NAME = "sandglass";
 
 /** Granularity of write versions: ext4's block size, so most guest writes cover whole blocks. */

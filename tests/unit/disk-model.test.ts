@@ -56,7 +56,7 @@ function makeRepository() {
 }
 
 type Command =
-  | { op: "write"; sector: number; sectors: number; fill: number }
+  | { op: "write"; sector: number; sectors: number; fill: number; zeros: boolean }
   | { op: "read"; sector: number; sectors: number }
   | { op: "mark" }
   | { op: "seek"; pick: number }
@@ -64,7 +64,7 @@ type Command =
 
 const sectors = SIZE / SECTOR;
 const command: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ op: fc.constant("write" as const), sector: fc.nat(sectors - 1), sectors: fc.integer({ min: 1, max: 40 }), fill: fc.nat(255) }) },
+  { weight: 5, arbitrary: fc.record({ op: fc.constant("write" as const), sector: fc.nat(sectors - 1), sectors: fc.integer({ min: 1, max: 40 }), fill: fc.nat(255), zeros: fc.boolean() }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant("read" as const), sector: fc.nat(sectors - 1), sectors: fc.integer({ min: 1, max: 64 }) }) },
   { weight: 1, arbitrary: fc.constant({ op: "mark" as const }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant("seek" as const), pick: fc.nat() }) },
@@ -100,7 +100,8 @@ describe("disk engine against a reference model", () => {
         for (const c of commands) {
           if (c.op === "write") {
             const length = Math.min(c.sectors, sectors - c.sector) * SECTOR;
-            const data = new Uint8Array(length).map((_, i) => (c.fill + i * 31) & 0xff);
+            // Zeros too: the store keeps a block of zeros as an empty record.
+            const data = c.zeros ? new Uint8Array(length) : new Uint8Array(length).map((_, i) => (c.fill + i * 31) & 0xff);
             await disk.write(c.sector * SECTOR, data);
             current.set(data, c.sector * SECTOR);
             points.push({ point: disk.now, content: current.slice() });
