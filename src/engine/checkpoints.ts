@@ -2,11 +2,12 @@
  * Machine checkpoints: v86 states stored as shared, content-addressed pieces
  * (cutting rule: checkpoint-format.ts), each tied to a disk point in the write log.
  */
-import { createSHA256, type IHasher } from "hash-wasm";
+import { createSHA256, createXXHash64, type IHasher } from "hash-wasm";
 import { CHECKPOINT_FORMAT, joinState, splitState } from "./checkpoint-format.ts";
 import type { LocalStore } from "./local-store.ts";
 import { ByteLru } from "./lru.ts";
 import type { CheckpointRecord, Point } from "./store-format.ts";
+import { equalBytes } from "./util.ts";
 
 export interface SaveOptions {
   auto: boolean;
@@ -22,11 +23,15 @@ export interface SaveOptions {
  * pieces: reading them all costs far more than restoring).
  */
 const PIECE_MEMORY = 192 * 1024 * 1024;
+/** Fingerprints remembered (see identify); forgotten all at once past this many. */
+const FINGERPRINTS = 200_000;
 /** How long a background checkpoint write waits (see save). */
 const BACKGROUND_DELAY_MS = 5000;
 
 export class Checkpoints {
   private readonly pieces = new ByteLru<string>(PIECE_MEMORY);
+  /** Fast fingerprint → SHA-256 of a piece seen before (see identify). */
+  private readonly byFingerprint = new Map<string, string>();
   /** The last background write (see save). */
   writing: Promise<void> = Promise.resolve();
   /** A background write that failed (a full quota, say): retried before the next checkpoint's. */
@@ -41,17 +46,20 @@ export class Checkpoints {
     // hash-wasm's hasher is synchronous once built: thousands of 4 KiB pieces without an
     // await each (WebCrypto's digest is one promise per call).
     private readonly hasher: IHasher,
+    private readonly fingerprinter: IHasher,
     /** This machine's checkpoints, kept in memory: listing them is on every rewind's path. */
     private readonly records: CheckpointRecord[],
   ) {}
 
-  static async open(store: LocalStore, machine: string): Promise<Checkpoints> {
-    const [known, hasher, records] = await Promise.all([
+  /** `fingerprinter`: the fast hash of identify() (xxHash64 unless a test passes a weaker one). */
+  static async open(store: LocalStore, machine: string, fingerprinter?: IHasher): Promise<Checkpoints> {
+    const [known, hasher, fingerprints, records] = await Promise.all([
       store.statePieceHashes(),
       createSHA256(),
+      fingerprinter ?? createXXHash64(),
       store.listCheckpoints(machine),
     ]);
-    return new Checkpoints(store, machine, known, hasher, records);
+    return new Checkpoints(store, machine, known, hasher, fingerprints, records);
   }
 
   /**
@@ -66,9 +74,7 @@ export class Checkpoints {
     const fresh = new Map<string, Uint8Array>();
     let storedBytes = 0;
     for (const piece of pieces) {
-      this.hasher.init();
-      this.hasher.update(piece);
-      const hash = this.hasher.digest("hex");
+      const hash = this.identify(piece);
       hashes.push(hash);
       if (!this.known.has(hash) && !fresh.has(hash)) {
         fresh.set(hash, piece.slice());
@@ -111,6 +117,29 @@ export class Checkpoints {
     }
     this.records.push(record);
     return record;
+  }
+
+  /**
+   * The SHA-256 of a piece. Between two checkpoints most of RAM is unchanged, and hashing every
+   * page of a 64 MiB state took ~250 ms of this worker's time, every few seconds while the guest
+   * is busy: a fast fingerprint finds the pieces seen before, and a byte comparison with the copy
+   * held in memory confirms them (so a fingerprint collision costs a hash, never a wrong piece).
+   */
+  private identify(piece: Uint8Array): string {
+    this.fingerprinter.init();
+    this.fingerprinter.update(piece);
+    const fingerprint = this.fingerprinter.digest("hex");
+    const seen = this.byFingerprint.get(fingerprint);
+    if (seen !== undefined) {
+      const held = this.pieces.peek(seen);
+      if (held && equalBytes(held, piece)) return seen;
+    }
+    this.hasher.init();
+    this.hasher.update(piece);
+    const hash = this.hasher.digest("hex");
+    if (this.byFingerprint.size >= FINGERPRINTS) this.byFingerprint.clear();
+    this.byFingerprint.set(fingerprint, hash);
+    return hash;
   }
 
   /** The checkpoint and its state, byte for byte as v86 saved it. */

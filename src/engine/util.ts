@@ -7,3 +7,16 @@ export async function sha256Hex(data: Uint8Array): Promise<string> {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Byte-for-byte equality (four bytes at a time when both are aligned). */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0 && a.byteLength % 4 === 0) {
+    const x = new Int32Array(a.buffer, a.byteOffset, a.byteLength / 4);
+    const y = new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+    return true;
+  }
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
