@@ -193,6 +193,7 @@ async function bootBench(browser: Browser, servers: Servers): Promise<void> {
   await appAnswers(page);
   await page.locator('button:has-text("Checkpoint")').click();
   await page.locator('[data-testid="point"][data-kind="checkpoint"]').first().waitFor();
+  await page.locator('[data-testid="saved"][data-saved="true"]').waitFor({ timeout: 60_000 });
   await page.close();
   page = await sandglass.newPage();
   await measure("(b') Sandglass warm (resume checkpoint)", () => timeApp(page, `${servers.app.url}#/i/plain`, true));
@@ -265,11 +266,11 @@ async function clickToAnswer(page: Page, selector: string): Promise<number> {
     const started = performance.now();
     (document.querySelector(sel) as HTMLElement).click();
     // Type once the machine has left "running" for the rewind and come back to it.
-    const tick = () => new Promise((r) => setTimeout(r, 2));
+    // (No named functions in here: tsx would wrap them in a helper the page does not have.)
     const deadline = performance.now() + 2000;
-    while (s.status === "running" && performance.now() < deadline) await tick();
+    while (s.status === "running" && performance.now() < deadline) await new Promise((r) => setTimeout(r, 2));
     if (s.status === "running") throw new Error("the click did not start a rewind");
-    while (s.status !== "running") await tick();
+    while (s.status !== "running") await new Promise((r) => setTimeout(r, 2));
     s.sendSerial(line);
     const retry = setInterval(() => s.sendSerial(line), 5000); // a line typed too early is lost
     await answer;
