@@ -17,7 +17,7 @@ import type { MachineRecord } from "../engine/store-format.ts";
 
 export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
 
-/** While the guest is active, a checkpoint is taken at least this often. */
+/** While the guest stays busy, a checkpoint comes at the latest this long after its first change. */
 export const AUTO_CHECKPOINT_MS = 5000;
 /** After this long without keystrokes or disk access, pending changes are checkpointed at once. */
 export const SETTLE_CHECKPOINT_MS = 1000;
@@ -256,7 +256,7 @@ export class Session {
 
   /**
    * Checkpoints pending changes as soon as the guest settles (so a reload loses nothing a person
-   * waited for), and at least every AUTO_CHECKPOINT_MS while it stays busy.
+   * waited for), and AUTO_CHECKPOINT_MS after the first change at the latest while it stays busy.
    */
   private async autoCheckpoint(): Promise<void> {
     const now = performance.now();
