@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { splitState } from "../../src/engine/checkpoint-format.ts";
-import { appAnswers, table, typeApp, waitFor, type Servers } from "./run.ts";
+import { appAnswers, table, timeRewind, typeApp, waitFor, type Servers } from "./run.ts";
 
 const MiB = 2 ** 20;
 /** Inside partition 1 (FAT, sectors 2048..67583), past the files the bootloader used. */
@@ -102,9 +102,8 @@ async function grow(page: Page, writes: number, checkpoints: number): Promise<vo
 }
 
 /**
- * Rewinds to the newest manual checkpoint through the session (as a click does) and times, inside
- * the page, until the shell echoes a computed marker: ms for the whole, and for the restore alone.
- * Measured in the page so that no DevTools round trip or polling interval is counted.
+ * Rewinds to the newest manual checkpoint through the session (as a click does; see timeRewind):
+ * ms for the whole, and for the restore alone.
  */
 async function rewindLatency(page: Page): Promise<{ totalMs: number; restoreMs: number }> {
   // The card a person clicks is already on the page: finding the target is not part of the time.
@@ -113,33 +112,7 @@ async function rewindLatency(page: Page): Promise<{ totalMs: number; restoreMs: 
     await s.refreshTimeline();
     (window as unknown as { benchTarget: unknown }).benchTarget = s.timeline.checkpoints.filter((c: any) => !c.auto).at(-1);
   });
-  return page.evaluate(async () => {
-    const w = window as unknown as { sandglass: any; benchTarget: unknown };
-    const s = w.sandglass;
-    const n = Math.floor(Math.random() * 1e6);
-    const marker = `ok-${n + 1}`;
-    const decoder = new TextDecoder();
-    let seen = "";
-    let answered!: () => void;
-    const answer = new Promise<void>((resolve) => (answered = resolve));
-    const stop = s.onSerial(
-      (bytes: Uint8Array) => {
-        seen += decoder.decode(bytes, { stream: true });
-        if (seen.includes(marker)) answered();
-      },
-      () => undefined,
-    );
-    const started = performance.now();
-    await s.rewindTo(w.benchTarget);
-    const restoreMs = performance.now() - started;
-    s.sendSerial(`echo ok-$((${n}+1))\n`);
-    // A line typed while the guest was not reading would be lost: type it again after a while.
-    const retry = setInterval(() => s.sendSerial(`echo ok-$((${n}+1))\n`), 5000);
-    await answer;
-    clearInterval(retry);
-    stop();
-    return { totalMs: Math.round(performance.now() - started), restoreMs: Math.round(restoreMs) };
-  });
+  return timeRewind(page, null);
 }
 
 /** Bytes a sequence of states adds to a store, deduplicated by the given cutting rule. */

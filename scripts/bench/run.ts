@@ -237,19 +237,23 @@ async function checkpointBench(page: Page): Promise<void> {
   for (const c of costs) rows.push(["idle checkpoint", c.replace("last checkpoint: ", "")]);
   const target = await manual.first().getAttribute("data-id");
   for (let i = 0; i < 3; i++) {
-    const ms = await clickToAnswer(page, `[data-testid="point"][data-id="${target}"]`);
+    const { totalMs: ms } = await timeRewind(page, `[data-testid="point"][data-id="${target}"]`);
     rows.push([`rewind to checkpoint (${await page.getByTestId("point").count()} points)`, `${ms} ms click → shell answering`]);
   }
   table("Checkpoints on an idle machine (64 MiB RAM)", ["Measure", "Figure"], rows);
 }
 
 /**
- * Clicks a timeline card and times, inside the page, until the shell echoes a computed marker
+ * Rewinds the running machine and times, inside the page, until the shell echoes a computed marker
  * typed once the machine runs again: no DevTools round trip or polling interval is counted.
+ * `selector`: the timeline card to click; null calls the session's rewindTo (what that click
+ * calls) with `window.benchTarget`, for histories whose card may not be in the DOM.
+ * Returns ms for the whole, and until the machine ran again ("restore").
  */
-async function clickToAnswer(page: Page, selector: string): Promise<number> {
+export async function timeRewind(page: Page, selector: string | null): Promise<{ totalMs: number; restoreMs: number }> {
   return page.evaluate(async (sel) => {
-    const s = (window as unknown as { sandglass: any }).sandglass;
+    const w = window as unknown as { sandglass: any; benchTarget: unknown };
+    const s = w.sandglass;
     const n = Math.floor(Math.random() * 1e6);
     const line = `echo ok-$((${n}+1))\n`;
     const decoder = new TextDecoder();
@@ -264,19 +268,24 @@ async function clickToAnswer(page: Page, selector: string): Promise<number> {
       () => undefined,
     );
     const started = performance.now();
-    (document.querySelector(sel) as HTMLElement).click();
-    // Type once the machine has left "running" for the rewind and come back to it.
-    // (No named functions in here: tsx would wrap them in a helper the page does not have.)
-    const deadline = performance.now() + 2000;
-    while (s.status === "running" && performance.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-    if (s.status === "running") throw new Error("the click did not start a rewind");
-    while (s.status !== "running") await new Promise((r) => setTimeout(r, 2));
+    if (sel === null) {
+      await s.rewindTo(w.benchTarget);
+    } else {
+      (document.querySelector(sel) as HTMLElement).click();
+      // Wait until the machine has left "running" for the rewind and come back to it.
+      // (No named functions in here: tsx would wrap them in a helper the page does not have.)
+      const deadline = performance.now() + 2000;
+      while (s.status === "running" && performance.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+      if (s.status === "running") throw new Error("the click did not start a rewind");
+      while (s.status !== "running") await new Promise((r) => setTimeout(r, 2));
+    }
+    const restoreMs = performance.now() - started;
     s.sendSerial(line);
     const retry = setInterval(() => s.sendSerial(line), 5000); // a line typed too early is lost
     await answer;
     clearInterval(retry);
     stop();
-    return Math.round(performance.now() - started);
+    return { totalMs: Math.round(performance.now() - started), restoreMs: Math.round(restoreMs) };
   }, selector);
 }
 
