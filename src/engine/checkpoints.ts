@@ -1,12 +1,12 @@
 /**
- * Machine checkpoints: v86 states stored as shared, content-addressed pieces
- * (cutting rule: checkpoint-format.ts), each tied to a disk point in the write log.
+ * Machine checkpoints: v86 states cut into pieces (checkpoint-format.ts), each piece stored once
+ * per machine in packs, each checkpoint tied to a disk point in the write log.
  */
-import { createSHA256, createXXHash64, type IHasher } from "hash-wasm";
-import { CHECKPOINT_FORMAT, joinState, splitState } from "./checkpoint-format.ts";
-import type { LocalStore } from "./local-store.ts";
+import { createXXHash64, type IHasher } from "hash-wasm";
+import { CHECKPOINT_FORMAT, decodeRefs, encodeRefs, joinState, PACK_BYTES, splitState } from "./checkpoint-format.ts";
+import { packFrom, type LocalStore } from "./local-store.ts";
 import { ByteLru } from "./lru.ts";
-import type { CheckpointRecord, Point } from "./store-format.ts";
+import type { CheckpointRecord, Point, StatePack } from "./store-format.ts";
 import { equalBytes } from "./util.ts";
 
 export interface SaveOptions {
@@ -19,8 +19,8 @@ export interface SaveOptions {
 
 /**
  * Pieces kept in worker memory. Checkpoints share most pieces, so this holds the recent ones
- * whole and makes a rewind read only the few pieces it lacks from IndexedDB (a state is ~9,000
- * pieces: reading them all costs far more than restoring).
+ * whole: a rewind reads only the packs of pieces it lacks, and a new checkpoint recognises pages
+ * it holds (a page not held here is stored again: sharing, not correctness, depends on it).
  */
 const PIECE_MEMORY = 192 * 1024 * 1024;
 /** Fingerprints remembered (see identify); forgotten all at once past this many. */
@@ -28,12 +28,18 @@ const FINGERPRINTS = 200_000;
 /** How long a background checkpoint write waits (see save). */
 const BACKGROUND_DELAY_MS = 5000;
 
+/** A piece's place: "pack index" (the key of the in-memory maps). */
+const placeKey = (pack: number, index: number) => `${pack} ${index}`;
+
 export class Checkpoints {
+  /** Pieces held in memory, by place. */
   private readonly pieces = new ByteLru<string>(PIECE_MEMORY);
-  /** Fast fingerprint → SHA-256 of a piece seen before (see identify). */
+  /** Fast fingerprint → place of a piece seen before (see identify). */
   private readonly byFingerprint = new Map<string, string>();
   /** The last background write (see save). */
   writing: Promise<void> = Promise.resolve();
+  /** Ends the wait of a background write that has not started yet (see save). */
+  private hurry: (() => void) | undefined;
   /** A background write that failed (a full quota, say): retried before the next checkpoint's. */
   private unstored: (() => Promise<void>) | undefined;
   onBackgroundError: (err: unknown) => void = () => undefined;
@@ -41,11 +47,9 @@ export class Checkpoints {
   private constructor(
     private readonly store: LocalStore,
     private readonly machine: string,
-    /** Pieces already stored: only the others are written. */
-    private readonly known: Set<string>,
-    // hash-wasm's hasher is synchronous once built: thousands of 4 KiB pieces without an
-    // await each (WebCrypto's digest is one promise per call).
-    private readonly hasher: IHasher,
+    /** Number of the next pack this machine stores. */
+    private nextPack: number,
+    // hash-wasm's hasher is synchronous once built: thousands of 4 KiB pieces without an await each.
     private readonly fingerprinter: IHasher,
     /** This machine's checkpoints, kept in memory: listing them is on every rewind's path. */
     private readonly records: CheckpointRecord[],
@@ -53,13 +57,12 @@ export class Checkpoints {
 
   /** `fingerprinter`: the fast hash of identify() (xxHash64 unless a test passes a weaker one). */
   static async open(store: LocalStore, machine: string, fingerprinter?: IHasher): Promise<Checkpoints> {
-    const [known, hasher, fingerprints, records] = await Promise.all([
-      store.statePieceHashes(),
-      createSHA256(),
+    const [lastPack, fingerprints, records] = await Promise.all([
+      store.lastPack(machine),
       fingerprinter ?? createXXHash64(),
       store.listCheckpoints(machine),
     ]);
-    return new Checkpoints(store, machine, known, hasher, fingerprints, records);
+    return new Checkpoints(store, machine, lastPack + 1, fingerprints, records);
   }
 
   /**
@@ -70,18 +73,44 @@ export class Checkpoints {
    */
   async save(point: Point, state: Uint8Array, options: SaveOptions, background = false): Promise<CheckpointRecord> {
     const pieces = splitState(state);
-    const hashes: string[] = [];
-    const fresh = new Map<string, Uint8Array>();
+    const refs = new Uint32Array(2 * pieces.length);
+    // New pieces, placed in packs numbered from nextPack; known to identify() only once stored
+    // (or at once for a background write, whose record is in use from memory meanwhile).
+    const fresh = new Map<string, { place: string; piece: Uint8Array }>();
+    const packs = new Map<number, Uint8Array[]>();
+    let pack = this.nextPack;
+    let packBytes = 0;
     let storedBytes = 0;
-    for (const piece of pieces) {
-      const hash = this.identify(piece);
-      hashes.push(hash);
-      if (!this.known.has(hash) && !fresh.has(hash)) {
-        fresh.set(hash, piece.slice());
-        storedBytes += piece.byteLength;
+    for (const [i, piece] of pieces.entries()) {
+      const fingerprint = this.fingerprint(piece);
+      let place = this.identify(fingerprint, piece);
+      if (place === undefined) {
+        const twin = fresh.get(fingerprint);
+        if (twin && equalBytes(twin.piece, piece)) place = twin.place;
       }
-      if (!this.pieces.has(hash)) this.pieces.set(hash, fresh.get(hash) ?? piece.slice());
+      if (place === undefined) {
+        if (packBytes > 0 && packBytes + piece.byteLength > PACK_BYTES) {
+          pack++;
+          packBytes = 0;
+        }
+        const list = packs.get(pack) ?? [];
+        packs.set(pack, list);
+        place = placeKey(pack, list.length);
+        const copy = piece.slice();
+        list.push(copy);
+        packBytes += piece.byteLength;
+        storedBytes += piece.byteLength;
+        if (!fresh.has(fingerprint)) fresh.set(fingerprint, { place, piece: copy });
+      }
+      const [p, index] = place.split(" ").map(Number) as [number, number];
+      refs[2 * i] = p;
+      refs[2 * i + 1] = index;
     }
+    if (packs.size) this.nextPack = pack + 1;
+    const stored = new Map<number, StatePack>([...packs].map(([n, list]) => [n, packFrom(list)]));
+    const learn = () => {
+      for (const [n, list] of packs) list.forEach((piece, index) => this.hold(placeKey(n, index), piece));
+    };
     const record: CheckpointRecord = {
       machine: this.machine,
       id: options.id ?? crypto.randomUUID(),
@@ -89,76 +118,102 @@ export class Checkpoints {
       seq: point.seq,
       time: Date.now(),
       format: CHECKPOINT_FORMAT,
-      pieces: hashes,
+      pieceCount: pieces.length,
+      refs: encodeRefs(refs),
       stateBytes: state.byteLength,
       storedBytes,
       auto: options.auto,
       ...(options.thumbnail === undefined ? {} : { thumbnail: options.thumbnail }),
       ...(options.name === undefined ? {} : { name: options.name }),
     };
-    const write = () =>
-      this.store.putCheckpoint(record, fresh).then(() => {
-        for (const hash of fresh.keys()) this.known.add(hash);
-      });
+    const write = () => this.store.putCheckpoint(record, stored);
     if (background) {
+      learn();
       // Deferred: storing tens of MiB competes for the CPU with the emulator starting up.
-      this.writing = new Promise((r) => setTimeout(r, BACKGROUND_DELAY_MS))
-        .then(write)
+      const delay = new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, BACKGROUND_DELAY_MS);
+        this.hurry = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.writing = delay
+        .then(() => {
+          this.hurry = undefined;
+          return write();
+        })
         .catch((err: unknown) => {
           this.unstored = write;
           this.onBackgroundError(err);
         });
     } else {
+      // Pieces of a background checkpoint are named by later ones from memory: it must be stored
+      // before any of them is (or a page closed meanwhile would leave them naming missing packs).
+      this.hurry?.();
+      await this.writing;
       if (this.unstored) {
         await this.unstored();
         this.unstored = undefined;
       }
       await write();
+      learn();
     }
     this.records.push(record);
     return record;
   }
 
-  /**
-   * The SHA-256 of a piece. Between two checkpoints most of RAM is unchanged, and hashing every
-   * page of a 64 MiB state took ~250 ms of this worker's time, every few seconds while the guest
-   * is busy: a fast fingerprint finds the pieces seen before, and a byte comparison with the copy
-   * held in memory confirms them (so a fingerprint collision costs a hash, never a wrong piece).
-   */
-  private identify(piece: Uint8Array): string {
+  private fingerprint(piece: Uint8Array): string {
     this.fingerprinter.init();
     this.fingerprinter.update(piece);
-    const fingerprint = this.fingerprinter.digest("hex");
-    const seen = this.byFingerprint.get(fingerprint);
-    if (seen !== undefined) {
-      const held = this.pieces.peek(seen);
-      if (held && equalBytes(held, piece)) return seen;
-    }
-    this.hasher.init();
-    this.hasher.update(piece);
-    const hash = this.hasher.digest("hex");
+    return this.fingerprinter.digest("hex");
+  }
+
+  /**
+   * The place of a stored piece equal to `piece`, if one is held in memory. Between two
+   * checkpoints most of RAM is unchanged: a fast fingerprint finds the candidate and a byte
+   * comparison confirms it, so a fingerprint collision costs a stored page, never a wrong one.
+   */
+  private identify(fingerprint: string, piece: Uint8Array): string | undefined {
+    const place = this.byFingerprint.get(fingerprint);
+    if (place === undefined) return undefined;
+    const held = this.pieces.peek(place);
+    return held && equalBytes(held, piece) ? place : undefined;
+  }
+
+  /** Keeps a stored piece in memory and makes it findable by its fingerprint. */
+  private hold(place: string, piece: Uint8Array): void {
+    this.pieces.set(place, piece);
     if (this.byFingerprint.size >= FINGERPRINTS) this.byFingerprint.clear();
-    this.byFingerprint.set(fingerprint, hash);
-    return hash;
+    this.byFingerprint.set(this.fingerprint(piece), place);
   }
 
   /** The checkpoint and its state, byte for byte as v86 saved it. */
   async load(id: string): Promise<{ record: CheckpointRecord; state: Uint8Array }> {
     const record = this.records.find((r) => r.id === id);
     if (!record) throw new Error(`no checkpoint ${id} in this machine`);
-    const got = new Map<string, Uint8Array>();
-    const lacking: string[] = [];
-    for (const h of new Set(record.pieces)) {
-      const hot = this.pieces.get(h);
-      if (hot) got.set(h, hot);
-      else lacking.push(h);
+    const refs = decodeRefs(record.refs);
+    if (refs.length !== 2 * record.pieceCount) throw new Error(`checkpoint ${id} is damaged (piece list)`);
+    const pieces: (Uint8Array | undefined)[] = [];
+    const lacking = new Set<number>();
+    for (let i = 0; i < refs.length; i += 2) {
+      const piece = this.pieces.get(placeKey(refs[i]!, refs[i + 1]!));
+      pieces.push(piece);
+      if (!piece) lacking.add(refs[i]!);
     }
-    const loaded = lacking.length ? await this.store.statePieces(lacking) : [];
-    lacking.forEach((h, i) => {
-      got.set(h, loaded[i]!);
-      this.pieces.set(h, loaded[i]!);
-    });
-    const state = joinState(record.pieces.map((h) => got.get(h)!));
+    if (lacking.size) {
+      const read = new Map<string, Uint8Array>();
+      for (const [n, { bytes, ends }] of await this.store.statePacks(this.machine, [...lacking])) {
+        ends.forEach((end, index) => read.set(placeKey(n, index), bytes.slice(index ? ends[index - 1]! : 0, end)));
+      }
+      // Held from now on: the machine's next checkpoint finds these pages without storing them again.
+      for (const [place, piece] of read) this.hold(place, piece);
+      for (let i = 0; i < pieces.length; i++) {
+        if (pieces[i]) continue;
+        pieces[i] = read.get(placeKey(refs[2 * i]!, refs[2 * i + 1]!));
+        if (!pieces[i]) throw new Error(`checkpoint ${id} is damaged (piece ${i} is not in its pack)`);
+      }
+    }
+    const state = joinState(pieces as Uint8Array[]);
     if (state.byteLength !== record.stateBytes) throw new Error(`checkpoint ${id} is damaged (size mismatch)`);
     return { record, state };
   }
@@ -167,10 +222,9 @@ export class Checkpoints {
     return Promise.resolve([...this.records]);
   }
 
-  /** Re-reads what is stored (after the machine's history was cleared or garbage collected). */
+  /** Re-reads what is stored (after the machine's history was cleared). */
   async refresh(): Promise<void> {
-    this.known.clear();
-    for (const h of await this.store.statePieceHashes()) this.known.add(h);
+    this.nextPack = (await this.store.lastPack(this.machine)) + 1;
     this.records.splice(0, this.records.length, ...(await this.store.listCheckpoints(this.machine)));
   }
 }

@@ -38,7 +38,7 @@ export interface MachineInfo {
 }
 
 /** A checkpoint as the timeline shows it (no piece list). */
-export type CheckpointSummary = Omit<CheckpointRecord, "pieces">;
+export type CheckpointSummary = Omit<CheckpointRecord, "refs" | "pieceCount">;
 
 /** Writes of one branch grouped in time buckets, so thousands of writes draw as a few bars. */
 export interface ActivityBucket {
@@ -86,7 +86,7 @@ const SHARED_HANDOUT_WAIT_MS = 10_000;
 const ACTIVITY_BUCKET_MS = 1000;
 
 const sameSource = (a: MachineSource, b: MachineSource) => a.repo === b.repo && a.kind === b.kind && a.name === b.name;
-const summary = ({ pieces: _pieces, ...rest }: CheckpointRecord): CheckpointSummary => rest;
+const summary = ({ refs: _refs, pieceCount: _count, ...rest }: CheckpointRecord): CheckpointSummary => rest;
 
 /** A snapshot's machine state: every piece fetched (in parallel) and verified, in order. */
 async function fetchState(base: ChunkSource, m: MachineStateRef): Promise<Uint8Array[]> {
@@ -442,7 +442,6 @@ export class DiskService {
       disk,
       point: { branch: record.branch, seq: record.seq },
       state,
-      pageHashes: record.pieces,
       memoryBytes,
       description: `${disk.record.name}, ${new Date(record.time).toISOString().slice(0, 16).replace("T", " ")} UTC`,
       ...(record.thumbnail ? { thumbnail: record.thumbnail } : {}),
@@ -470,7 +469,6 @@ export class DiskService {
     if (this.disk?.id === id) throw new Error("Close this machine before discarding it.");
     const store = await this.store();
     await store.deleteMachine(id);
-    await store.collectStatePieces();
   }
 
   // ── reporting ───────────────────────────────────────────────────────────────────────────────

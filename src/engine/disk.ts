@@ -4,11 +4,15 @@
  * (see FLUSH_DELAY_MS in store-format.ts for what a crash can lose).
  */
 import type { ChunkSource } from "./chunk-source.ts";
-import type { FlushBatch, LocalStore, PendingBlock } from "./local-store.ts";
+import { isZeroBlock, type FlushBatch, type LocalStore } from "./local-store.ts";
+import { ByteLru } from "./lru.ts";
 import {
   BLOCK_SIZE,
+  DATA_RECORD_BLOCKS,
   FLUSH_BYTES,
   FLUSH_DELAY_MS,
+  GROUP_BLOCKS,
+  ZERO_PART,
   type BranchRecord,
   type LogRecord,
   type MachineRecord,
@@ -21,6 +25,16 @@ import { ancestry, type Segment } from "./timeline.ts";
 const SECTOR = 512;
 /** Disk idle time after writes that makes a quiet point (an end marker recovery may stop at). */
 export const QUIET_AFTER_MS = 2000;
+/** Data records kept in memory once read (a file read back reads each record once). */
+const DATA_CACHE_BYTES = 32 * 1024 * 1024;
+/** What a block of zeros reads as (shared: blocks handed out are never modified). */
+const ZEROS = new Uint8Array(BLOCK_SIZE);
+/** Entries of a group no write on the branch touched yet. */
+const NO_ENTRIES = new Uint32Array(3 * GROUP_BLOCKS);
+
+const groupOf = (block: number) => Math.floor(block / GROUP_BLOCKS);
+/** Where a block's entry starts in its group's entries (three numbers: store-format.ts, `groups`). */
+const entryOf = (block: number) => 3 * (block % GROUP_BLOCKS);
 
 /** The empty root branch every machine starts with. */
 export function rootBranch(machine: string, now: number): BranchRecord {
@@ -30,6 +44,11 @@ export function rootBranch(machine: string, now: number): BranchRecord {
 export class Disk {
   /** Content of written blocks at the current point; null means "the base image's". */
   private readonly resolved = new Map<number, Uint8Array | null>();
+  /** Entries of groups on the current branch at the current point (pending writes included). */
+  private readonly groupHeads = new Map<number, Uint32Array>();
+  /** The data record the next non-zero blocks go to (closed by a flush or when full). */
+  private openData: { seq: number; part: number; blocks: Uint8Array[] } | undefined;
+  private readonly dataCache = new ByteLru<string>(DATA_CACHE_BYTES);
   private segments: Segment[];
   private pending: FlushBatch;
   private pendingBytes = 0;
@@ -50,7 +69,7 @@ export class Disk {
     readonly base: ChunkSource,
     private machine: MachineRecord,
     private readonly branches: Map<number, BranchRecord>,
-    /** Blocks with a version on any branch: reads of other blocks skip the index entirely. */
+    /** Groups with a written block on any branch: reads of other groups skip the index entirely. */
     private readonly written: Set<number>,
   ) {
     this.segments = ancestry(branches, machine.now);
@@ -61,7 +80,7 @@ export class Disk {
     const list = await store.listBranches(machine.id);
     const branches = new Map(list.map((b) => [b.id, b]));
     if (!branches.has(0)) branches.set(0, rootBranch(machine.id, machine.created));
-    const written = await store.writtenBlocks(machine.id);
+    const written = await store.writtenGroups(machine.id);
     return new Disk(store, base, machine, branches, written);
   }
 
@@ -109,13 +128,14 @@ export class Disk {
   private flushNow(): Promise<void> {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
+    this.closeData();
     // Cut the batch now, with the machine record as of its last write, so what lands is consistent.
     const batch = { ...this.pending, machine: structuredClone(this.machine) };
     batch.branches = batch.branches.map((b) => ({ ...b }));
     this.pending = this.emptyBatch();
     this.pendingBytes = 0;
     const run = this.flushing.then(async () => {
-      if (batch.log.length === 0 && batch.markers.length === 0 && batch.branches.length === 0) return;
+      if (batch.log.length === 0 && batch.markers.length === 0 && batch.branches.length === 0 && batch.data.length === 0) return;
       try {
         await this.store.flush(batch);
       } catch (err) {
@@ -167,6 +187,7 @@ export class Disk {
       this.forkPending = forkNext;
       this.segments = ancestry(this.branches, this.machine.now);
       this.resolved.clear();
+      this.groupHeads.clear();
       await this.store.putMachine(structuredClone(this.machine));
     });
     this.writeTail = done.catch(() => undefined);
@@ -215,12 +236,15 @@ export class Disk {
     await this.flushing;
     this.pending = this.emptyBatch();
     this.pendingBytes = 0;
+    this.openData = undefined;
     await this.store.clearHistory(this.machine.id);
     const now = Date.now();
     this.branches.clear();
     this.branches.set(0, rootBranch(this.machine.id, now));
     this.written.clear();
     this.resolved.clear();
+    this.groupHeads.clear();
+    this.dataCache.clear();
     this.machine = { ...this.machine, lastSeq: 0, lastBranch: 0, now: { branch: 0, seq: 0 } };
     this.segments = ancestry(this.branches, this.machine.now);
     await this.store.putMachine(this.machine);
@@ -247,9 +271,11 @@ export class Disk {
     const segments = ancestry(this.branches, point);
     const per = this.base.chunkSize / BLOCK_SIZE;
     const chunks = new Set<number>();
-    for (const block of [...this.written].sort((a, b) => a - b)) {
-      const chunk = Math.floor(block / per);
-      if (!chunks.has(chunk) && (await this.blockAt(block, segments))) chunks.add(chunk);
+    for (const group of [...this.written].sort((a, b) => a - b)) {
+      const views = await Promise.all(segments.map((s) => this.store.groupVersion(this.machine.id, group, s.branch, s.maxSeq)));
+      for (let i = 0; i < GROUP_BLOCKS; i++) {
+        if (views.some((v) => v && v[3 * i] !== 0)) chunks.add(Math.floor((group * GROUP_BLOCKS + i) / per));
+      }
     }
     return [...chunks];
   }
@@ -272,7 +298,7 @@ export class Disk {
     const firstBlock = Math.floor(offset / BLOCK_SIZE);
     const lastBlock = Math.floor((offset + length - 1) / BLOCK_SIZE);
     for (let block = firstBlock; block <= lastBlock; block++) {
-      if (!this.written.has(block)) continue;
+      if (!this.written.has(groupOf(block))) continue;
       const data = at ? await this.blockAt(block, at) : await this.blockNow(block);
       if (!data) continue;
       const blockStart = block * BLOCK_SIZE;
@@ -287,18 +313,78 @@ export class Disk {
   private async blockNow(block: number): Promise<Uint8Array | null> {
     const known = this.resolved.get(block);
     if (known !== undefined) return known;
-    const found = await this.blockAt(block, this.segments);
-    this.resolved.set(block, found);
-    return found;
+    // Blocks written since the last seek are all in `resolved`, so every entry the current
+    // branch's group points to here is stored; its parents' are stored too (a seek flushes).
+    const entries = await this.groupHead(groupOf(block));
+    let found: Uint8Array | null;
+    if (entries[entryOf(block)] !== 0) found = await this.blockContent(entries, block);
+    else found = await this.blockAt(block, this.segments.slice(1));
+    // A copy: a view would keep its whole 1 MiB data record in memory.
+    const held = found === null || found === ZEROS ? found : found.slice();
+    this.resolved.set(block, held);
+    return held;
   }
 
   /** The newest stored version of `block` on the given ancestry, or null (flush first). */
   private async blockAt(block: number, segments: Segment[]): Promise<Uint8Array | null> {
     for (const segment of segments) {
-      const version = await this.store.blockVersion(this.machine.id, block, segment.branch, segment.maxSeq);
-      if (version) return version;
+      const entries = await this.store.groupVersion(this.machine.id, groupOf(block), segment.branch, segment.maxSeq);
+      if (entries && entries[entryOf(block)] !== 0) return this.blockContent(entries, block);
     }
     return null;
+  }
+
+  /**
+   * Entries of `group` on the current branch at the current point. Not held here means no write
+   * touched it since the last seek, so what is stored is current.
+   */
+  private async groupHead(group: number): Promise<Uint32Array> {
+    let entries = this.groupHeads.get(group);
+    if (entries) return entries;
+    const { branch, seq } = this.machine.now;
+    entries = (this.written.has(group) && (await this.store.groupVersion(this.machine.id, group, branch, seq))) || NO_ENTRIES;
+    this.groupHeads.set(group, entries);
+    return entries;
+  }
+
+  /** The block an entry points to: zeros, or a slice of a stored data record. */
+  private async blockContent(entries: Uint32Array, block: number): Promise<Uint8Array> {
+    const at = entryOf(block);
+    const [seq, part, index] = [entries[at]!, entries[at + 1]!, entries[at + 2]!];
+    if (part === ZERO_PART) return ZEROS;
+    const key = `${seq} ${part}`;
+    let record = this.dataCache.get(key);
+    if (!record) {
+      record = await this.store.dataRecord(this.machine.id, seq, part);
+      if (!record || record.byteLength < (index + 1) * BLOCK_SIZE) {
+        throw new Error(`disk data of write ${seq} is missing from local storage (block ${block}); the store is damaged`);
+      }
+      this.dataCache.set(key, record);
+    }
+    return record.subarray(index * BLOCK_SIZE, (index + 1) * BLOCK_SIZE);
+  }
+
+  /** Adds a non-zero block to the open data record; returns its entry. */
+  private appendData(seq: number, content: Uint8Array): [number, number, number] {
+    let open = this.openData;
+    if (!open || open.blocks.length >= DATA_RECORD_BLOCKS) {
+      // A write that fills one record goes on in the next part of its own.
+      const part = open && open.seq === seq ? open.part + 1 : 0;
+      this.closeData();
+      open = this.openData = { seq, part, blocks: [] };
+    }
+    open.blocks.push(content);
+    return [open.seq, open.part, open.blocks.length - 1];
+  }
+
+  /** Moves the open data record into the pending batch, packed into one array. */
+  private closeData(): void {
+    const open = this.openData;
+    this.openData = undefined;
+    if (!open?.blocks.length) return;
+    const bytes = new Uint8Array(open.blocks.length * BLOCK_SIZE);
+    open.blocks.forEach((b, i) => bytes.set(b, i * BLOCK_SIZE));
+    this.pending.data.push({ seq: open.seq, part: open.part, bytes });
   }
 
   private async applyWrite(offset: number, data: Uint8Array): Promise<void> {
@@ -318,6 +404,8 @@ export class Disk {
     span.set(data, offset - firstBlock * BLOCK_SIZE);
 
     const branch = this.branchForWrite();
+    const heads = new Map<number, Uint32Array>();
+    for (let g = groupOf(firstBlock); g <= groupOf(lastBlock); g++) heads.set(g, (await this.groupHead(g)).slice());
     const seq = ++this.machine.lastSeq;
     const record: LogRecord = {
       machine: this.machine.id,
@@ -331,12 +419,21 @@ export class Disk {
     };
     for (let i = 0; i < blockCount; i++) {
       const block = firstBlock + i;
-      // A copy, not a view: IndexedDB (and postMessage) would store the whole underlying buffer.
-      const content = span.slice(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
-      const pendingBlock: PendingBlock = { block, branch: branch.id, seq, data: content };
-      this.pending.blocks.push(pendingBlock);
-      this.resolved.set(block, content);
-      this.written.add(block);
+      const content = span.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
+      const entries = heads.get(groupOf(block))!;
+      // Zeros (a zeroed file, a `dd` from /dev/zero, fresh metadata) store nothing but the entry.
+      if (isZeroBlock(content)) {
+        entries.set([seq, ZERO_PART, 0], entryOf(block));
+        this.resolved.set(block, ZEROS);
+      } else {
+        entries.set(this.appendData(seq, content), entryOf(block));
+        this.resolved.set(block, content);
+      }
+    }
+    for (const [group, entries] of heads) {
+      this.pending.groups.push({ group, branch: branch.id, seq, entries });
+      this.groupHeads.set(group, entries);
+      this.written.add(group);
     }
     this.pending.log.push(record);
     branch.head = seq;
@@ -385,6 +482,7 @@ export class Disk {
     this.branches.set(branch.id, branch);
     this.machine.now = { branch: branch.id, seq: now.seq };
     this.segments = ancestry(this.branches, this.machine.now);
+    this.groupHeads.clear(); // the new branch has no writes of its own yet
     return branch;
   }
 
@@ -407,7 +505,7 @@ export class Disk {
   }
 
   private emptyBatch(): FlushBatch {
-    return { machine: this.machine, branches: [], log: [], blocks: [], markers: [] as MarkerRecord[] };
+    return { machine: this.machine, branches: [], log: [], groups: [], data: [], markers: [] as MarkerRecord[] };
   }
 }
 
@@ -418,7 +516,8 @@ function mergeBatches(older: FlushBatch, newer: FlushBatch): FlushBatch {
     machine: newer.machine,
     branches: [...branches.values()],
     log: [...older.log, ...newer.log],
-    blocks: [...older.blocks, ...newer.blocks],
+    groups: [...older.groups, ...newer.groups],
+    data: [...older.data, ...newer.data],
     markers: [...older.markers, ...newer.markers],
   };
 }

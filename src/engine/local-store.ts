@@ -2,13 +2,17 @@
  * Typed access to the local IndexedDB store (layout and version: store-format.ts).
  * Knows nothing of disks or timelines: each method is one well-defined read or transaction.
  */
-import { openDB, type IDBPDatabase } from "idb";
+import { openDB, type IDBPDatabase, type IDBPTransaction } from "idb";
+import { encodeRefs, PACK_BYTES } from "./checkpoint-format.ts";
 import {
   BLOCK_SIZE,
   DB_NAME,
+  GROUP_BLOCKS,
+  ZERO_PART,
   STORE_VERSION,
   type BranchRecord,
   type CheckpointRecord,
+  type StatePack,
   type LogRecord,
   type MachineRecord,
   type ManifestRecord,
@@ -16,12 +20,19 @@ import {
   type SandglassDB,
 } from "./store-format.ts";
 
-/** A block version waiting to be written, with the log record that produced it. */
-export interface PendingBlock {
-  block: number;
+/** A `groups` record: where each block of a group stands on a branch after a write (store-format.ts). */
+export interface GroupVersion {
+  group: number;
   branch: number;
   seq: number;
-  data: Uint8Array;
+  entries: Uint32Array;
+}
+
+/** A `data` record: packed block contents (store-format.ts). */
+export interface DataRecord {
+  seq: number;
+  part: number;
+  bytes: Uint8Array;
 }
 
 /** Everything one flush commits atomically. */
@@ -29,19 +40,17 @@ export interface FlushBatch {
   machine: MachineRecord;
   branches: BranchRecord[];
   log: LogRecord[];
-  blocks: PendingBlock[];
+  groups: GroupVersion[];
+  data: DataRecord[];
   markers: MarkerRecord[];
 }
 
 /** Upper bound for array keys that start with `prefix` (arrays sort after every other key type). */
 const after = (...prefix: (string | number)[]) => [...prefix, []];
 
-/** How a block of zeros is stored (see store-format.ts, `blocks`). */
-const ZERO_BLOCK = new Uint8Array(0);
-
-function isZeroBlock(data: Uint8Array): boolean {
+/** True when every byte is zero (four bytes at a time: ~30 ms for 64 MiB). */
+export function isZeroBlock(data: Uint8Array): boolean {
   if (data.byteOffset % 4 !== 0 || data.byteLength % 4 !== 0) return data.every((b) => b === 0);
-  // Four bytes at a time: ~30 ms for the 16,384 blocks of a 64 MiB write.
   const words = new Uint32Array(data.buffer, data.byteOffset, data.byteLength / 4);
   for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
   return true;
@@ -70,21 +79,28 @@ export class LocalStore {
 
   static async open(name = DB_NAME): Promise<LocalStore> {
     const db = await openDB<SandglassDB>(name, STORE_VERSION, {
-      upgrade(db, oldVersion) {
-        // Version 1 is the first layout; later versions add `if (oldVersion < N)` steps below it.
+      upgrade(db, oldVersion, _newVersion, tx) {
+        // One step per version, from the store's version up (store-format.ts says what each is).
         if (oldVersion < 1) {
           db.createObjectStore("chunks");
           db.createObjectStore("manifests");
           db.createObjectStore("machines");
           db.createObjectStore("branches");
           db.createObjectStore("log");
-          db.createObjectStore("blocks");
           db.createObjectStore("markers");
           db.createObjectStore("checkpoints");
-          db.createObjectStore("statePieces");
         }
-        // Version 2 stores a block of zeros as an empty array: the same stores, read by a newer
-        // blockVersion(); nothing to convert, but version 1 code must not open such a store.
+        // Version 2 stored a block of zeros as an empty value in `blocks`: read by the migration below.
+        if (oldVersion < 3) {
+          db.createObjectStore("groups");
+          db.createObjectStore("data");
+          if (oldVersion >= 1) void migrateBlockVersions(tx as unknown as LegacyTransaction);
+        }
+        // Version 3 kept checkpoint pieces in `statePieces` by SHA-256, named by hash in each record.
+        if (oldVersion < 4) {
+          db.createObjectStore("statePacks");
+          if (oldVersion >= 1) void migrateStatePieces(tx as unknown as LegacyTransaction);
+        }
       },
       blocking() {
         // A newer version of Sandglass opened in another tab: let it upgrade.
@@ -142,21 +158,25 @@ export class LocalStore {
     return this.db.getAll("branches", IDBKeyRange.bound([machine], after(machine)));
   }
 
-  /** Every block that has at least one written version on any branch (keys only: cheap). */
-  async writtenBlocks(machine: string): Promise<Set<number>> {
-    const keys = await this.db.getAllKeys("blocks", IDBKeyRange.bound([machine], after(machine)));
+  /** Every group with at least one written block on any branch (keys only: cheap). */
+  async writtenGroups(machine: string): Promise<Set<number>> {
+    const keys = await this.db.getAllKeys("groups", IDBKeyRange.bound([machine], after(machine)));
     return new Set(keys.map((k) => k[1]));
   }
 
   /**
-   * The newest version of `block` on `branch` at or before `maxSeq`: one reverse cursor step, so
-   * lookups cost the same whatever the length of history.
+   * The entries of `group` on `branch` as of its newest write at or before `maxSeq`: one reverse
+   * cursor step, so lookups cost the same whatever the length of history.
    */
-  async blockVersion(machine: string, block: number, branch: number, maxSeq: number): Promise<Uint8Array | undefined> {
-    const range = IDBKeyRange.bound([machine, block, branch, 0], [machine, block, branch, maxSeq]);
-    const cursor = await this.db.transaction("blocks").store.openCursor(range, "prev");
-    const value = cursor?.value;
-    return value?.byteLength === 0 ? new Uint8Array(BLOCK_SIZE) : value;
+  async groupVersion(machine: string, group: number, branch: number, maxSeq: number): Promise<Uint32Array | undefined> {
+    const range = IDBKeyRange.bound([machine, group, branch, 0], [machine, group, branch, maxSeq]);
+    const cursor = await this.db.transaction("groups").store.openCursor(range, "prev");
+    return cursor?.value;
+  }
+
+  /** A packed data record (see store-format.ts, `data`). */
+  dataRecord(machine: string, seq: number, part: number): Promise<Uint8Array | undefined> {
+    return this.db.get("data", [machine, seq, part]);
   }
 
   listLog(machine: string, fromSeq = 0, limit?: number): Promise<LogRecord[]> {
@@ -169,11 +189,13 @@ export class LocalStore {
 
   /** Commits a batch of writes in one transaction: either all of it is durable, or none. */
   async flush(batch: FlushBatch): Promise<void> {
-    const tx = this.db.transaction(["machines", "branches", "log", "blocks", "markers"], "readwrite");
+    const tx = this.db.transaction(["machines", "branches", "log", "groups", "data", "markers"], "readwrite");
     const id = batch.machine.id;
     try {
-      const blocks = tx.objectStore("blocks");
-      for (const b of batch.blocks) void blocks.put(isZeroBlock(b.data) ? ZERO_BLOCK : b.data, [id, b.block, b.branch, b.seq]);
+      const data = tx.objectStore("data");
+      for (const d of batch.data) void data.put(d.bytes, [id, d.seq, d.part]);
+      const groups = tx.objectStore("groups");
+      for (const g of batch.groups) void groups.put(g.entries, [id, g.group, g.branch, g.seq]);
       const log = tx.objectStore("log");
       for (const r of batch.log) void log.put(r, [id, r.seq]);
       const branches = tx.objectStore("branches");
@@ -189,17 +211,19 @@ export class LocalStore {
 
   // ── checkpoints ─────────────────────────────────────────────────────────────────────────────
 
-  /** Hashes of every stored state piece (to skip storing a piece twice). */
-  async statePieceHashes(): Promise<Set<string>> {
-    return new Set(await this.db.getAllKeys("statePieces"));
+  /** The highest pack number the machine has stored, or -1. */
+  async lastPack(machine: string): Promise<number> {
+    const range = IDBKeyRange.bound([machine], after(machine));
+    const cursor = await this.db.transaction("statePacks").store.openKeyCursor(range, "prev");
+    return cursor ? cursor.key[1] : -1;
   }
 
-  /** Stores a checkpoint and its new pieces in one transaction. */
-  async putCheckpoint(record: CheckpointRecord, newPieces: ReadonlyMap<string, Uint8Array>): Promise<void> {
-    const tx = this.db.transaction(["checkpoints", "statePieces"], "readwrite");
+  /** Stores a checkpoint and the packs of its new pieces in one transaction. */
+  async putCheckpoint(record: CheckpointRecord, packs: ReadonlyMap<number, StatePack>): Promise<void> {
+    const tx = this.db.transaction(["checkpoints", "statePacks"], "readwrite");
     try {
-      const pieces = tx.objectStore("statePieces");
-      for (const [hash, data] of newPieces) void pieces.put(data, hash);
+      const store = tx.objectStore("statePacks");
+      for (const [n, pack] of packs) void store.put(pack, [record.machine, n]);
       void tx.objectStore("checkpoints").put(record, [record.machine, record.id]);
       await tx.done;
     } catch (err) {
@@ -215,49 +239,167 @@ export class LocalStore {
     return this.db.getAll("checkpoints", IDBKeyRange.bound([machine], after(machine)));
   }
 
-  /** The pieces named, in order; throws if one is missing (a damaged store). */
-  async statePieces(hashes: readonly string[]): Promise<Uint8Array[]> {
-    const tx = this.db.transaction("statePieces");
-    const unique = [...new Set(hashes)];
-    const found = new Map(await Promise.all(unique.map(async (h) => [h, await tx.store.get(h)] as const)));
-    return hashes.map((h) => {
-      const piece = found.get(h);
-      if (!piece) throw new Error(`checkpoint piece ${h.slice(0, 12)}… is missing from local storage`);
-      return piece;
-    });
+  /** The packs named (one transaction); throws if one is missing (a damaged store). */
+  async statePacks(machine: string, numbers: readonly number[]): Promise<Map<number, StatePack>> {
+    const tx = this.db.transaction("statePacks");
+    const got = await Promise.all(numbers.map((n) => tx.store.get([machine, n])));
+    return new Map(
+      numbers.map((n, i) => {
+        const pack = got[i];
+        if (!pack) throw new Error(`checkpoint data (pack ${n}) is missing from local storage; the store is damaged`);
+        return [n, pack];
+      }),
+    );
   }
 
   /** Removes a machine's history (log, versions, branches, markers, checkpoints); the machine record stays. */
   async clearHistory(machine: string): Promise<void> {
-    const tx = this.db.transaction(["branches", "log", "blocks", "markers", "checkpoints"], "readwrite");
+    const tx = this.db.transaction(["branches", "log", "groups", "data", "markers", "checkpoints", "statePacks"], "readwrite");
     const range = IDBKeyRange.bound([machine], after(machine));
     void tx.objectStore("branches").delete(range);
     void tx.objectStore("log").delete(range);
-    void tx.objectStore("blocks").delete(range);
+    void tx.objectStore("groups").delete(range);
+    void tx.objectStore("data").delete(range);
     void tx.objectStore("markers").delete(range);
     void tx.objectStore("checkpoints").delete(range);
+    void tx.objectStore("statePacks").delete(range);
     await tx.done;
-    await this.collectStatePieces();
-  }
-
-  /** Deletes state pieces no checkpoint names any more (mark and sweep). */
-  async collectStatePieces(): Promise<number> {
-    const live = new Set<string>();
-    for (const c of await this.db.getAll("checkpoints")) for (const h of c.pieces) live.add(h);
-    const tx = this.db.transaction("statePieces", "readwrite");
-    let removed = 0;
-    for (const hash of await tx.store.getAllKeys()) {
-      if (!live.has(hash)) {
-        void tx.store.delete(hash);
-        removed++;
-      }
-    }
-    await tx.done;
-    return removed;
   }
 
   async deleteMachine(machine: string): Promise<void> {
     await this.clearHistory(machine);
     await this.db.delete("machines", machine);
   }
+}
+
+// ── migration from store version 2 ──────────────────────────────────────────────────────────────
+
+/** The upgrade transaction, seen with the stores of every version (`blocks` is gone from the schema). */
+type LegacyTransaction = IDBPTransaction<unknown, string[], "versionchange">;
+
+interface LegacyVersion {
+  block: number;
+  branch: number;
+  seq: number;
+  data: Uint8Array;
+}
+
+/**
+ * Rewrites version 2's `blocks` (one record per block version) as `groups` and `data`, then drops
+ * it. The old store's key order visits one group's versions together, so only one group is held
+ * in memory at a time. Runs inside the upgrade transaction: all of it lands, or none.
+ */
+async function migrateBlockVersions(tx: LegacyTransaction): Promise<void> {
+  const groups = tx.objectStore("groups");
+  const data = tx.objectStore("data");
+  /** Parts already used per `${machine} ${seq}` (one write may span several groups). */
+  const parts = new Map<string, number>();
+  const emit = (machine: string, group: number, versions: LegacyVersion[]) => {
+    const branches = new Map<number, LegacyVersion[]>();
+    for (const v of versions) branches.set(v.branch, [...(branches.get(v.branch) ?? []), v]);
+    for (const [branch, list] of branches) {
+      list.sort((a, b) => a.seq - b.seq);
+      const entries = new Uint32Array(3 * GROUP_BLOCKS);
+      for (let i = 0; i < list.length; ) {
+        const seq = list[i]!.seq;
+        const same: LegacyVersion[] = [];
+        while (i < list.length && list[i]!.seq === seq) same.push(list[i++]!);
+        const stored = same.filter((v) => v.data.byteLength > 0 && !isZeroBlock(v.data));
+        const key = `${machine} ${seq}`;
+        const part = parts.get(key) ?? 0;
+        if (stored.length) {
+          parts.set(key, part + 1);
+          const bytes = new Uint8Array(stored.length * BLOCK_SIZE);
+          stored.forEach((v, k) => bytes.set(v.data, k * BLOCK_SIZE));
+          void data.put(bytes, [machine, seq, part]);
+        }
+        for (const v of same) {
+          const at = 3 * (v.block % GROUP_BLOCKS);
+          const k = stored.indexOf(v);
+          entries.set(k < 0 ? [seq, ZERO_PART, 0] : [seq, part, k], at);
+        }
+        void groups.put(entries.slice(), [machine, group, branch, seq]);
+      }
+    }
+  };
+  let current: { machine: string; group: number; versions: LegacyVersion[] } | undefined;
+  let cursor = await tx.objectStore("blocks").openCursor();
+  while (cursor) {
+    const [machine, block, branch, seq] = cursor.key as [string, number, number, number];
+    const group = Math.floor(block / GROUP_BLOCKS);
+    if (!current || current.machine !== machine || current.group !== group) {
+      if (current) emit(current.machine, current.group, current.versions);
+      current = { machine, group, versions: [] };
+    }
+    current.versions.push({ block, branch, seq, data: cursor.value as Uint8Array });
+    cursor = await cursor.continue();
+  }
+  if (current) emit(current.machine, current.group, current.versions);
+  tx.db.deleteObjectStore("blocks");
+}
+
+// ── migration from store version 3 ──────────────────────────────────────────────────────────────
+
+/**
+ * Rewrites version 3's checkpoints (pieces in `statePieces` by SHA-256, shared by all machines,
+ * each record listing its hashes) as per-machine packs and compact piece lists, then drops
+ * `statePieces`. Each machine's checkpoints are visited oldest first, so a pack holds pieces in
+ * the order they first appeared, as saving does. A checkpoint whose piece is missing (a damaged
+ * store) could never be restored: it is dropped, the rest of the machine's history stays.
+ */
+async function migrateStatePieces(tx: LegacyTransaction): Promise<void> {
+  const checkpoints = tx.objectStore("checkpoints");
+  const pieces = tx.objectStore("statePieces");
+  const packs = tx.objectStore("statePacks");
+  type Legacy = Omit<CheckpointRecord, "refs" | "pieceCount"> & { pieces: string[] };
+  const records = (await checkpoints.getAll()) as Legacy[];
+  const byMachine = new Map<string, Legacy[]>();
+  for (const r of records) byMachine.set(r.machine, [...(byMachine.get(r.machine) ?? []), r]);
+  for (const [machine, list] of byMachine) {
+    list.sort((a, b) => a.time - b.time);
+    const placed = new Map<string, [number, number]>();
+    let pack = 0;
+    let open: Uint8Array[] = [];
+    let openBytes = 0;
+    const closePack = () => {
+      if (!open.length) return;
+      void packs.put(packFrom(open), [machine, pack++]);
+      open = [];
+      openBytes = 0;
+    };
+    for (const { pieces: hashes, ...rest } of list) {
+      const refs = new Uint32Array(2 * hashes.length);
+      let damaged = false;
+      for (const [i, hash] of hashes.entries()) {
+        let at = placed.get(hash);
+        if (!at) {
+          const piece = (await pieces.get(hash)) as Uint8Array | undefined;
+          if (!piece) {
+            damaged = true;
+            break;
+          }
+          if (openBytes + piece.byteLength > PACK_BYTES) closePack();
+          at = [pack, open.length];
+          open.push(piece);
+          openBytes += piece.byteLength;
+          placed.set(hash, at);
+        }
+        refs.set(at, 2 * i);
+      }
+      if (damaged) void checkpoints.delete([machine, rest.id]);
+      else void checkpoints.put({ ...rest, pieceCount: hashes.length, refs: encodeRefs(refs) }, [machine, rest.id]);
+    }
+    closePack();
+  }
+  tx.db.deleteObjectStore("statePieces");
+}
+
+/** Packs pieces into one stored value (see StatePack). */
+export function packFrom(pieces: readonly Uint8Array[]): StatePack {
+  const ends = new Uint32Array(pieces.length);
+  let total = 0;
+  pieces.forEach((p, i) => (ends[i] = total += p.byteLength));
+  const bytes = new Uint8Array(total);
+  pieces.forEach((p, i) => bytes.set(p, i ? ends[i - 1]! : 0));
+  return { bytes, ends };
 }

@@ -4,6 +4,7 @@
  * changed get new refs, the rest keep the parent's, so a repository that has the parent already
  * has them. Uploading asks the repository what it lacks and sends only that.
  */
+import { createSHA256 } from "hash-wasm";
 import type { Disk } from "./disk.ts";
 import { splitState } from "./checkpoint-format.ts";
 import { gzip } from "./gzip.ts";
@@ -34,8 +35,6 @@ export interface BuildOptions {
   disk: Disk;
   point: Point;
   state: Uint8Array;
-  /** SHA-256 (hex) of each piece of `state` as checkpoint-format.ts cuts it, when known. */
-  pageHashes?: readonly string[];
   memoryBytes: number;
   description: string;
   thumbnail?: string;
@@ -64,17 +63,18 @@ const MAX_PIECE_BYTES = 3 * STATE_PIECE_BYTES;
  * group ends after a page whose hash is zero modulo PAGES_PER_PIECE (on average every that many
  * pages), so an inserted page changes only its own group and the next publish re-uploads little.
  */
-export async function groupState(state: Uint8Array, pageHashes?: readonly string[]): Promise<Uint8Array[]> {
+export async function groupState(state: Uint8Array): Promise<Uint8Array[]> {
   const groups: Uint8Array[] = [];
   const pages = splitState(state);
-  // A checkpoint already knows its pages' SHA-256 (checkpoints.ts cuts states the same way).
-  const known = pageHashes?.length === pages.length ? pageHashes : undefined;
+  // hash-wasm: synchronous per page (WebCrypto would be ~9,000 promises for a 64 MiB machine).
+  const sha256 = await createSHA256();
   let start = 0;
   let at = 0;
-  for (const [i, page] of pages.entries()) {
-    const first32 = known
-      ? parseInt(known[i]!.slice(0, 8), 16)
-      : new DataView(await crypto.subtle.digest("SHA-256", page as Uint8Array<ArrayBuffer>)).getUint32(0);
+  for (const page of pages) {
+    sha256.init();
+    sha256.update(page);
+    const digest = sha256.digest("binary");
+    const first32 = new DataView(digest.buffer, digest.byteOffset).getUint32(0);
     if (at + page.byteLength - start > MAX_PIECE_BYTES) {
       groups.push(state.subarray(start, at));
       start = at;
@@ -109,7 +109,7 @@ export async function buildSnapshot(options: BuildOptions): Promise<SnapshotFile
     files.set(ref, stored);
   }
   const pieces: ChunkRef[] = [];
-  for (const group of await groupState(options.state, options.pageHashes)) {
+  for (const group of await groupState(options.state)) {
     const { ref, stored } = await storeForm(group);
     pieces.push(ref);
     files.set(ref, stored);

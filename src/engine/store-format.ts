@@ -14,20 +14,32 @@
  * machines       machine id (string)              {@link MachineRecord}.
  * branches       [machine, branch]                {@link BranchRecord}: the timeline is a tree.
  * log            [machine, seq]                   {@link LogRecord}: one guest write (metadata only).
- * blocks         [machine, block, branch, seq]    Uint8Array(BLOCK_SIZE): the content of disk block
- *                                                 `block` after write `seq` on `branch`, or an empty
- *                                                 Uint8Array when that content is all zeros (since
- *                                                 version 2: zeroing a file or a disk area stores
- *                                                 nothing but keys). This is both the
- *                                                 write log's data (stored once) and the timeline index:
+ * groups         [machine, group, branch, seq]    Uint32Array(3 × GROUP_BLOCKS): where each block of
+ *                                                 disk group `group` (GROUP_BLOCKS consecutive blocks)
+ *                                                 stands on `branch` right after write `seq`, one entry
+ *                                                 of three numbers per block: [dataSeq, part, index] =
+ *                                                 block `index` of data record [machine, dataSeq, part];
+ *                                                 part ZERO_PART means "all zeros" (nothing stored);
+ *                                                 dataSeq 0 means "not written on this branch: ask its
+ *                                                 parent". Written for every group a write touches, as a
+ *                                                 whole copy of the group's entries (copy on write), so
  *                                                 the version of a block visible at a point is one
  *                                                 reverse cursor step per ancestor branch, whatever the
- *                                                 length of history.
+ *                                                 length of history. This is the timeline index.
+ * data           [machine, seq, part]             Uint8Array: the non-zero blocks of one or more
+ *                                                 consecutive writes, BLOCK_SIZE each, at most
+ *                                                 DATA_RECORD_BLOCKS per record; `seq` is the write that
+ *                                                 opened the record. The write log's data, stored once.
+ *                                                 Packed because Chromium stores values above 64 KiB as
+ *                                                 files beside its database: 64 MiB as 4 KiB records
+ *                                                 took ~10 s of its time, as 1 MiB records ~0.4 s.
  * markers        [machine, seq, id]               {@link MarkerRecord}: end markers (consistent points).
  * checkpoints    [machine, id]                    {@link CheckpointRecord}: a whole-machine state at a
- *                                                 point; its bytes are pieces in `statePieces`, cut as
+ *                                                 point; its bytes are pieces in `statePacks`, cut as
  *                                                 checkpoint-format.ts says.
- * statePieces    sha256 hex (string)              Uint8Array: one piece of one or more checkpoints.
+ * statePacks     [machine, pack]                  {@link StatePack}: pieces of one or more of the
+ *                                                 machine's checkpoints, stored once (the checkpoint
+ *                                                 that first had a piece stores it; later ones name it).
  *
  * Sequence numbers are per machine, start at 1 and never repeat, across branches. A point in a
  * machine's history is (branch, seq): the disk at that point is the base image plus, for each branch
@@ -38,7 +50,11 @@
  * pending). A crash or closed tab can lose at most that window of writes; what was committed is
  * always a prefix of the log, so the disk is at some earlier write point, never torn.
  *
- * Versions: 1 first layout; 2 zero blocks stored empty.
+ * Versions: 1 first layout; 2 zero blocks stored empty; 3 `blocks` (one record per block version,
+ * [machine, block, branch, seq] → its 4 KiB, or empty for zeros) replaced by `groups` and `data`
+ * (local-store.ts migrates version 2 stores on open); 4 `statePieces` (sha256 hex → one piece,
+ * shared by every machine, and CheckpointRecord.pieces: the hashes) replaced by per-machine
+ * `statePacks` and CheckpointRecord.refs.
  *
  * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
  */
@@ -46,11 +62,18 @@ import type { DBSchema } from "idb";
 import type { DiskManifest } from "./repo-format.ts";
 
 /** Bump on any change to the stores below; local-store.ts migrates from every older version. */
-export const STORE_VERSION = 2;
+export const STORE_VERSION = 4;
 export const DB_NAME = "sandglass";
 
 /** Granularity of write versions: ext4's block size, so most guest writes cover whole blocks. */
 export const BLOCK_SIZE = 4096;
+/** Blocks per `groups` record: 256 KiB of disk, 768-byte records. */
+export const GROUP_BLOCKS = 64;
+/** Blocks per `data` record at most (1 MiB). */
+export const DATA_RECORD_BLOCKS = 256;
+/** `part` of a `groups` entry whose block is all zeros. */
+export const ZERO_PART = 0xffffffff;
+
 /** Longest time a guest write waits in memory before its IndexedDB transaction starts. */
 export const FLUSH_DELAY_MS = 250;
 /** Pending bytes that trigger a flush before the delay runs out (bounds memory under `dd`). */
@@ -135,8 +158,13 @@ export interface CheckpointRecord {
   time: number;
   /** CHECKPOINT_FORMAT of the cutting rule used. */
   format: number;
-  /** Piece hashes in order; their concatenation is the v86 state. */
-  pieces: string[];
+  /** How many pieces the state was cut into. */
+  pieceCount: number;
+  /**
+   * Where each piece is, in order ([pack, index] pairs in `statePacks`; encodeRefs() in
+   * checkpoint-format.ts): their concatenation is the v86 state.
+   */
+  refs: Uint8Array;
   /** Size of the whole state, and bytes this checkpoint added to the store (after sharing). */
   stateBytes: number;
   storedBytes: number;
@@ -145,6 +173,12 @@ export interface CheckpointRecord {
   /** Taken by the timer rather than by the person. */
   auto: boolean;
   name?: string;
+}
+
+/** Pieces stored together: piece i is bytes[ends[i-1] (or 0), ends[i]). */
+export interface StatePack {
+  bytes: Uint8Array;
+  ends: Uint32Array;
 }
 
 export interface ManifestRecord {
@@ -159,8 +193,9 @@ export interface SandglassDB extends DBSchema {
   machines: { key: string; value: MachineRecord };
   branches: { key: [string, number]; value: BranchRecord };
   log: { key: [string, number]; value: LogRecord };
-  blocks: { key: [string, number, number, number]; value: Uint8Array };
+  groups: { key: [string, number, number, number]; value: Uint32Array };
+  data: { key: [string, number, number]; value: Uint8Array };
   markers: { key: [string, number, string]; value: MarkerRecord };
   checkpoints: { key: [string, string]; value: CheckpointRecord };
-  statePieces: { key: string; value: Uint8Array };
+  statePacks: { key: [string, number]; value: StatePack };
 }

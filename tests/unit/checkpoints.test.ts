@@ -1,12 +1,16 @@
 /**
  * Checkpoint storage: states shaped like v86's (header, JSON info, 4 KiB-cut buffers) saved one
- * after another come back byte for byte, and a piece seen before (found by its fingerprint and
- * confirmed byte for byte) is not stored again, even when pages move within a buffer.
+ * after another come back byte for byte, also after reopening the store, and a piece seen before
+ * (found by its fingerprint and confirmed byte for byte) is not stored again, even when pages move
+ * within a buffer.
  */
 import "fake-indexeddb/auto";
+import { createHash } from "node:crypto";
 import type { IHasher } from "hash-wasm";
+import { openDB } from "idb";
 import { describe, expect, it } from "vitest";
 import { Checkpoints } from "../../src/engine/checkpoints.ts";
+import { splitState } from "../../src/engine/checkpoint-format.ts";
 import { LocalStore } from "../../src/engine/local-store.ts";
 
 const PAGE = 4096;
@@ -62,12 +66,14 @@ describe("Checkpoints", () => {
       const ram = Array.from({ length: 64 }, (_, i) => i + 1);
       const vga = pages([1000, 1001]);
       const states: Uint8Array[] = [];
+      const ids: string[] = [];
       /** Bytes each save added, not counting its header piece. */
       const added: number[] = [];
       const save = async (seeds: number[]) => {
         const state = v86State([pages(seeds), vga]);
         states.push(state.slice());
-        const { storedBytes } = await checkpoints.save({ branch: 0, seq: states.length }, state, { auto: true });
+        const { storedBytes, id } = await checkpoints.save({ branch: 0, seq: states.length }, state, { auto: true });
+        ids.push(id);
         // The header piece is shorter than a page: it is in storedBytes when that is not whole pages.
         added.push(storedBytes - (storedBytes % PAGE === 0 ? 0 : headerBytes(state)));
       };
@@ -82,12 +88,81 @@ describe("Checkpoints", () => {
       await save(moved); // the same state again
       await save(ram.slice(20)); // pages dropped: everything left was seen before
 
-      expect(added).toEqual([66 * PAGE, 2 * PAGE, 1 * PAGE, 0, 0]);
+      const ideal = [66 * PAGE, 2 * PAGE, 1 * PAGE, 0, 0];
+      // With every fingerprint alike only the page last held is a candidate, so more is stored;
+      // what must hold is that no page is ever taken for another (the loads below).
+      if (fingerprinter) added.forEach((bytes, i) => expect(bytes).toBeGreaterThanOrEqual(ideal[i]!));
+      else expect(added).toEqual(ideal);
       for (const [i, record] of (await checkpoints.list()).entries()) {
         const { state } = await checkpoints.load(record.id);
         expect(Buffer.from(state).equals(Buffer.from(states[i]!))).toBe(true);
       }
+      // From IndexedDB alone (a reload): every state again, and a checkpoint of the resumed state
+      // stores nothing new (its pages are held once loaded).
+      const reopened = await Checkpoints.open(store, "m", fingerprinter);
+      expect((await reopened.list()).length).toBe(states.length);
+      for (let i = states.length - 1; i >= 0; i--) {
+        const { state } = await reopened.load(ids[i]!);
+        expect(Buffer.from(state).equals(Buffer.from(states[i]!))).toBe(true);
+      }
+      if (!fingerprinter) {
+        const again = await reopened.save({ branch: 0, seq: 9 }, states[0]!.slice(), { auto: true });
+        expect(again.storedBytes).toBe(0);
+      }
       store.close();
     });
   }
+
+  it("migrates version 3's checkpoints (pieces by SHA-256) to packs, dropping one with a missing piece", async () => {
+    const name = "checkpoints-from-v3";
+    const v3 = await openDB(name, 3, {
+      upgrade(db) {
+        for (const s of ["chunks", "manifests", "machines", "branches", "log", "groups", "data", "markers", "checkpoints", "statePieces"]) {
+          db.createObjectStore(s);
+        }
+      },
+    });
+    const sha = (p: Uint8Array) => createHash("sha256").update(p).digest("hex");
+    const states = [v86State([pages([1, 2, 3, 4]), pages([9])]), v86State([pages([1, 5, 3, 4, 6]), pages([9])])];
+    const put = async (machine: string, id: string, time: number, state: Uint8Array, skip?: number) => {
+      const pieces = splitState(state);
+      for (const [i, p] of pieces.entries()) if (i !== skip) await v3.put("statePieces", p.slice(), sha(p));
+      const record = { machine, id, branch: 0, seq: time, time, format: 1, pieces: pieces.map(sha), stateBytes: state.byteLength, storedBytes: 0, auto: true };
+      await v3.put("checkpoints", record, [machine, id]);
+    };
+    await put("m", "b-second", 2, states[1]!);
+    await put("m", "a-first", 1, states[0]!);
+    await put("x", "broken", 1, v86State([pages([70, 71])]), 1);
+    v3.close();
+
+    const store = await LocalStore.open(name);
+    const checkpoints = await Checkpoints.open(store, "m");
+    expect((await checkpoints.load("a-first")).state).toEqual(states[0]);
+    expect((await checkpoints.load("b-second")).state).toEqual(states[1]);
+    expect(await store.listCheckpoints("x")).toEqual([]);
+    // Saving goes on after the migrated packs, and finds the migrated pages.
+    const next = await checkpoints.save({ branch: 0, seq: 3 }, states[1]!.slice(), { auto: true });
+    expect(next.storedBytes).toBe(0);
+    store.close();
+    const db = await openDB(name);
+    expect([...db.objectStoreNames]).not.toContain("statePieces");
+    db.close();
+  });
+
+  it("a checkpoint taken while a background one waits to be stored stores that one first", async () => {
+    const store = await LocalStore.open("checkpoints-background");
+    const checkpoints = await Checkpoints.open(store, "m");
+    const shared = v86State([pages([1, 2, 3]), pages([9])]);
+    const later = v86State([pages([1, 2, 4]), pages([9])]);
+    // The shared point of a snapshot: stored in the background, seconds later.
+    const first = await checkpoints.save({ branch: 0, seq: 0 }, shared.slice(), { auto: false }, true);
+    // A checkpoint right after names the shared point's pages from memory...
+    const second = await checkpoints.save({ branch: 0, seq: 1 }, later.slice(), { auto: true });
+    expect(second.storedBytes).toBe(PAGE);
+    // ...so once it is stored, the shared point's pages are too (the page may close now).
+    const reopened = await Checkpoints.open(store, "m");
+    expect((await reopened.load(second.id)).state).toEqual(later);
+    expect((await reopened.load(first.id)).state).toEqual(shared);
+    store.close();
+  });
 });
