@@ -48,6 +48,8 @@ export class V86DiskAdapter {
   /** Writes issued while reads were in flight: re-applied to those reads' results. */
   private recent: RecentWrite[] = [];
   private writeId = 0;
+  /** Where reads spanning several chunks are assembled (see borrowFromCache). */
+  private scratch = new Uint8Array(0);
   private readsInFlight = 0;
   /** Bumped when the disk moves to another point: reads started before it are dropped. */
   private generation = 0;
@@ -66,7 +68,7 @@ export class V86DiskAdapter {
   }
 
   get(start: number, len: number, fn: (data: Uint8Array) => void): void {
-    const cached = this.get_from_cache(start, len);
+    const cached = this.borrowFromCache(start, len);
     if (cached) {
       this.counters.hits++;
       fn(cached);
@@ -77,7 +79,7 @@ export class V86DiskAdapter {
     this.fetchChunks(start, len).then(
       () => {
         if (generation !== this.generation) return; // the machine was rewound meanwhile
-        const data = this.get_from_cache(start, len);
+        const data = this.borrowFromCache(start, len);
         if (data) fn(data);
         else this.get(start, len, fn); // evicted meanwhile by a huge read: fetch again
       },
@@ -93,10 +95,26 @@ export class V86DiskAdapter {
 
   /** Synchronous read: the data when every chunk it spans is in page memory, else undefined. */
   get_from_cache(start: number, len: number): Uint8Array | undefined {
+    return this.borrowFromCache(start, len)?.slice();
+  }
+
+  /**
+   * Like get_from_cache, but the bytes are only good until the next read: a view of the cached
+   * chunk, or of a scratch buffer reused by every read. v86 copies what get() gives it before
+   * returning (into guest RAM, or its IDE data buffer), as its own in-memory disk hands out views
+   * of an array later writes change. A fresh array per read cost ~1 ms per MiB read, most of
+   * it the kernel handing out new zeroed pages.
+   */
+  private borrowFromCache(start: number, len: number): Uint8Array | undefined {
     const first = Math.floor(start / this.chunkSize);
     const last = Math.floor((start + len - 1) / this.chunkSize);
     for (let c = first; c <= last; c++) if (!this.cache.has(c)) return undefined;
-    const out = new Uint8Array(len);
+    if (first === last) {
+      const chunkStart = first * this.chunkSize;
+      return this.cache.get(first)!.subarray(start - chunkStart, start - chunkStart + len);
+    }
+    if (this.scratch.byteLength < len) this.scratch = new Uint8Array(Math.max(len, 2 * this.scratch.byteLength));
+    const out = this.scratch.subarray(0, len);
     for (let c = first; c <= last; c++) {
       const chunk = this.cache.get(c)!;
       const chunkStart = c * this.chunkSize;
