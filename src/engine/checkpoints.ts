@@ -111,6 +111,7 @@ export class Checkpoints {
     const learn = () => {
       for (const [n, list] of packs) list.forEach((piece, index) => this.hold(placeKey(n, index), piece));
     };
+    const encoded = encodeRefs(refs);
     const record: CheckpointRecord = {
       machine: this.machine,
       id: options.id ?? crypto.randomUUID(),
@@ -119,9 +120,10 @@ export class Checkpoints {
       time: Date.now(),
       format: CHECKPOINT_FORMAT,
       pieceCount: pieces.length,
-      refs: encodeRefs(refs),
+      refs: encoded,
       stateBytes: state.byteLength,
-      storedBytes,
+      // The record's own weight too: its piece list and thumbnail (a few KiB each).
+      storedBytes: storedBytes + encoded.byteLength + (options.thumbnail?.length ?? 0),
       auto: options.auto,
       ...(options.thumbnail === undefined ? {} : { thumbnail: options.thumbnail }),
       ...(options.name === undefined ? {} : { name: options.name }),

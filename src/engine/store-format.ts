@@ -38,8 +38,10 @@
  *                                                 point; its bytes are pieces in `statePacks`, cut as
  *                                                 checkpoint-format.ts says.
  * statePacks     [machine, pack]                  {@link StatePack}: pieces of one or more of the
- *                                                 machine's checkpoints, stored once (the checkpoint
- *                                                 that first had a piece stores it; later ones name it).
+ *                                                 machine's checkpoints, ~256 KiB per pack. The
+ *                                                 checkpoint that first had a piece stores it; later
+ *                                                 ones name it (if the worker still holds it in memory,
+ *                                                 else they store it again). Deleted with the machine.
  *
  * Sequence numbers are per machine, start at 1 and never repeat, across branches. A point in a
  * machine's history is (branch, seq): the disk at that point is the base image plus, for each branch
@@ -165,7 +167,10 @@ export interface CheckpointRecord {
    * checkpoint-format.ts): their concatenation is the v86 state.
    */
   refs: Uint8Array;
-  /** Size of the whole state, and bytes this checkpoint added to the store (after sharing). */
+  /**
+   * Size of the whole state, and bytes this checkpoint added to the store: its new pieces (after
+   * sharing), its piece list and its thumbnail.
+   */
   stateBytes: number;
   storedBytes: number;
   /** Small JPEG of the screen as a data URL, for the timeline. */
