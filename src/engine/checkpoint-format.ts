@@ -102,7 +102,7 @@ export function joinState(pieces: readonly Uint8Array[]): Uint8Array {
  * A checkpoint's piece list, [pack, index] per piece as a Uint32Array of pairs, stored compactly:
  * each number as its difference from the same number of the previous pair (consecutive pieces
  * mostly sit side by side in one pack), then deflated. ~5 KiB for a 64 MiB machine's ~9,000 pieces
- * instead of ~70 KiB raw (or ~600 KiB as hash strings, the layout before store version 4).
+ * instead of ~70 KiB raw (or ~600 KiB as hash strings, the layout before store version 3).
  */
 export function encodeRefs(refs: Uint32Array): Uint8Array {
   const deltas = new Int32Array(refs.length);

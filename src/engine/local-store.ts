@@ -90,16 +90,16 @@ export class LocalStore {
           db.createObjectStore("markers");
           db.createObjectStore("checkpoints");
         }
-        // Version 2 stored a block of zeros as an empty value in `blocks`: read by the migration below.
+        // Versions 1 and 2 kept one record per block version in `blocks` (2: zeros as an empty
+        // value) and one per checkpoint piece in `statePieces`: both are rewritten below.
         if (oldVersion < 3) {
           db.createObjectStore("groups");
           db.createObjectStore("data");
-          if (oldVersion >= 1) void migrateBlockVersions(tx as unknown as LegacyTransaction);
-        }
-        // Version 3 kept checkpoint pieces in `statePieces` by SHA-256, named by hash in each record.
-        if (oldVersion < 4) {
           db.createObjectStore("statePacks");
-          if (oldVersion >= 1) void migrateStatePieces(tx as unknown as LegacyTransaction);
+          if (oldVersion >= 1) {
+            void migrateBlockVersions(tx as unknown as LegacyTransaction);
+            void migrateStatePieces(tx as unknown as LegacyTransaction);
+          }
         }
       },
       blocking() {
@@ -272,7 +272,7 @@ export class LocalStore {
   }
 }
 
-// ── migration from store version 2 ──────────────────────────────────────────────────────────────
+// ── migration from store versions 1 and 2 ───────────────────────────────────────────────────────
 
 /** The upgrade transaction, seen with the stores of every version (`blocks` is gone from the schema). */
 type LegacyTransaction = IDBPTransaction<unknown, string[], "versionchange">;
@@ -285,7 +285,7 @@ interface LegacyVersion {
 }
 
 /**
- * Rewrites version 2's `blocks` (one record per block version) as `groups` and `data`, then drops
+ * Rewrites versions 1–2's `blocks` (one record per block version) as `groups` and `data`, then drops
  * it. The old store's key order visits one group's versions together, so only one group is held
  * in memory at a time. Runs inside the upgrade transaction: all of it lands, or none.
  */
@@ -338,10 +338,8 @@ async function migrateBlockVersions(tx: LegacyTransaction): Promise<void> {
   tx.db.deleteObjectStore("blocks");
 }
 
-// ── migration from store version 3 ──────────────────────────────────────────────────────────────
-
 /**
- * Rewrites version 3's checkpoints (pieces in `statePieces` by SHA-256, shared by all machines,
+ * Rewrites versions 1–2's checkpoints (pieces in `statePieces` by SHA-256, shared by all machines,
  * each record listing its hashes) as per-machine packs and compact piece lists, then drops
  * `statePieces`. Each machine's checkpoints are visited oldest first, so a pack holds pieces in
  * the order they first appeared, as saving does. A checkpoint whose piece is missing (a damaged

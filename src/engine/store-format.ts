@@ -53,10 +53,10 @@
  * always a prefix of the log, so the disk is at some earlier write point, never torn.
  *
  * Versions: 1 first layout; 2 zero blocks stored empty; 3 `blocks` (one record per block version,
- * [machine, block, branch, seq] → its 4 KiB, or empty for zeros) replaced by `groups` and `data`
- * (local-store.ts migrates version 2 stores on open); 4 `statePieces` (sha256 hex → one piece,
- * shared by every machine, and CheckpointRecord.pieces: the hashes) replaced by per-machine
- * `statePacks` and CheckpointRecord.refs.
+ * [machine, block, branch, seq] → its 4 KiB, or empty for zeros) replaced by `groups` and `data`,
+ * and `statePieces` (sha256 hex → one piece, shared by every machine; CheckpointRecord.pieces
+ * listed the hashes) by per-machine `statePacks` and CheckpointRecord.refs. local-store.ts
+ * migrates older stores on open.
  *
  * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
  */
@@ -64,7 +64,7 @@ import type { DBSchema } from "idb";
 import type { DiskManifest } from "./repo-format.ts";
 
 /** Bump on any change to the stores below; local-store.ts migrates from every older version. */
-export const STORE_VERSION = 4;
+export const STORE_VERSION = 3;
 export const DB_NAME = "sandglass";
 
 /** Granularity of write versions: ext4's block size, so most guest writes cover whole blocks. */

@@ -114,11 +114,11 @@ describe("Checkpoints", () => {
     });
   }
 
-  it("migrates version 3's checkpoints (pieces by SHA-256) to packs, dropping one with a missing piece", async () => {
-    const name = "checkpoints-from-v3";
-    const v3 = await openDB(name, 3, {
+  it("migrates version 2's checkpoints (pieces by SHA-256) to packs, dropping one with a missing piece", async () => {
+    const name = "checkpoints-from-v2";
+    const v2 = await openDB(name, 2, {
       upgrade(db) {
-        for (const s of ["chunks", "manifests", "machines", "branches", "log", "groups", "data", "markers", "checkpoints", "statePieces"]) {
+        for (const s of ["chunks", "manifests", "machines", "branches", "log", "blocks", "markers", "checkpoints", "statePieces"]) {
           db.createObjectStore(s);
         }
       },
@@ -127,14 +127,14 @@ describe("Checkpoints", () => {
     const states = [v86State([pages([1, 2, 3, 4]), pages([9])]), v86State([pages([1, 5, 3, 4, 6]), pages([9])])];
     const put = async (machine: string, id: string, time: number, state: Uint8Array, skip?: number) => {
       const pieces = splitState(state);
-      for (const [i, p] of pieces.entries()) if (i !== skip) await v3.put("statePieces", p.slice(), sha(p));
+      for (const [i, p] of pieces.entries()) if (i !== skip) await v2.put("statePieces", p.slice(), sha(p));
       const record = { machine, id, branch: 0, seq: time, time, format: 1, pieces: pieces.map(sha), stateBytes: state.byteLength, storedBytes: 0, auto: true };
-      await v3.put("checkpoints", record, [machine, id]);
+      await v2.put("checkpoints", record, [machine, id]);
     };
     await put("m", "b-second", 2, states[1]!);
     await put("m", "a-first", 1, states[0]!);
     await put("x", "broken", 1, v86State([pages([70, 71])]), 1);
-    v3.close();
+    v2.close();
 
     const store = await LocalStore.open(name);
     const checkpoints = await Checkpoints.open(store, "m");
