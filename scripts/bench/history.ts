@@ -54,11 +54,13 @@ async function timed(page: Page, send: (line: string) => Promise<unknown>, comma
   }, marks);
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 /** Runs `measure` `n` times in a row; the median. */
 async function medianOf(n: number, measure: () => Promise<number>): Promise<number> {
   const runs: number[] = [];
   for (let i = 0; i < n; i++) runs.push(await measure());
-  return runs.sort((a, b) => a - b)[Math.floor(n / 2)]!;
+  return median(runs);
 }
 
 const toApp = (page: Page) => (line: string) => typeApp(page, line);
@@ -224,7 +226,6 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
         `${afterRest.hits - restCounters.hits} / ${afterRest.misses - restCounters.misses} at rest`,
     );
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const rate = (ms: number) => (64 / (ms / 1000)).toFixed(1) + " MiB/s";
   const row = (name: string, k: keyof Figures) => {
     const sg = median(sandglass.map((f) => f[k]));

@@ -21,6 +21,8 @@
  * (pack, index in pack), a list kept small by {@link encodeRefs}.
  */
 import { deflateSync, inflateSync } from "fflate";
+import type { StatePack } from "./store-format.ts";
+import { concatBytes } from "./util.ts";
 
 /** Bump when the cutting rule changes (stored with each checkpoint). */
 export const CHECKPOINT_FORMAT = 1;
@@ -88,14 +90,49 @@ export function splitState(state: Uint8Array): Uint8Array[] {
 
 /** Reassembles a state from its pieces. */
 export function joinState(pieces: readonly Uint8Array[]): Uint8Array {
-  const total = pieces.reduce((n, p) => n + p.byteLength, 0);
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of pieces) {
-    out.set(p, at);
-    at += p.byteLength;
+  return concatBytes(pieces);
+}
+
+/** Pieces as one stored value (see StatePack). */
+export function packFrom(pieces: readonly Uint8Array[]): StatePack {
+  const ends = new Uint32Array(pieces.length);
+  let total = 0;
+  pieces.forEach((p, i) => (ends[i] = total += p.byteLength));
+  return { bytes: concatBytes(pieces), ends };
+}
+
+/** Where a stored piece is: its pack and its index in that pack. */
+export type Place = readonly [pack: number, index: number];
+
+/**
+ * Places new pieces in packs of about PACK_BYTES, numbered on from `pack`, and hands each pack
+ * to `onPack` once it is full or closed (saving a checkpoint, and migrating older stores).
+ */
+export class PackBuilder {
+  private open: Uint8Array[] = [];
+  private openBytes = 0;
+
+  constructor(
+    private pack: number,
+    private readonly onPack: (pack: number, pieces: Uint8Array[]) => void,
+  ) {}
+
+  add(piece: Uint8Array): Place {
+    if (this.openBytes > 0 && this.openBytes + piece.byteLength > PACK_BYTES) this.close();
+    this.open.push(piece);
+    this.openBytes += piece.byteLength;
+    return [this.pack, this.open.length - 1];
   }
-  return out;
+
+  /** Hands over the open pack, if any; returns the number the next pack gets. */
+  close(): number {
+    if (this.open.length) {
+      this.onPack(this.pack++, this.open);
+      this.open = [];
+      this.openBytes = 0;
+    }
+    return this.pack;
+  }
 }
 
 /**

@@ -3,8 +3,8 @@
  * per machine in packs, each checkpoint tied to a disk point in the write log.
  */
 import { createXXHash64, type IHasher } from "hash-wasm";
-import { CHECKPOINT_FORMAT, decodeRefs, encodeRefs, joinState, PACK_BYTES, splitState } from "./checkpoint-format.ts";
-import { packFrom, type LocalStore } from "./local-store.ts";
+import { CHECKPOINT_FORMAT, decodeRefs, encodeRefs, joinState, PackBuilder, packFrom, splitState, type Place } from "./checkpoint-format.ts";
+import type { LocalStore } from "./local-store.ts";
 import { ByteLru } from "./lru.ts";
 import type { CheckpointRecord, Point, StatePack } from "./store-format.ts";
 import { equalBytes } from "./util.ts";
@@ -28,14 +28,14 @@ const FINGERPRINTS = 200_000;
 /** How long a background checkpoint write waits (see save). */
 const BACKGROUND_DELAY_MS = 5000;
 
-/** A piece's place: "pack index" (the key of the in-memory maps). */
-const placeKey = (pack: number, index: number) => `${pack} ${index}`;
+/** A piece's place as the key of the in-memory cache. */
+const placeKey = ([pack, index]: Place) => `${pack} ${index}`;
 
 export class Checkpoints {
-  /** Pieces held in memory, by place. */
+  /** Pieces held in memory, by placeKey. */
   private readonly pieces = new ByteLru<string>(PIECE_MEMORY);
   /** Fast fingerprint → place of a piece seen before (see identify). */
-  private readonly byFingerprint = new Map<string, string>();
+  private readonly byFingerprint = new Map<string, Place>();
   /** The last background write (see save). */
   writing: Promise<void> = Promise.resolve();
   /** Ends the wait of a background write that has not started yet (see save). */
@@ -76,10 +76,10 @@ export class Checkpoints {
     const refs = new Uint32Array(2 * pieces.length);
     // New pieces, placed in packs numbered from nextPack; known to identify() only once stored
     // (or at once for a background write, whose record is in use from memory meanwhile).
-    const fresh = new Map<string, { place: string; piece: Uint8Array }>();
-    const packs = new Map<number, Uint8Array[]>();
-    let pack = this.nextPack;
-    let packBytes = 0;
+    const fresh = new Map<string, { place: Place; piece: Uint8Array }>();
+    const added: { place: Place; piece: Uint8Array; fingerprint: string }[] = [];
+    const stored = new Map<number, StatePack>();
+    const builder = new PackBuilder(this.nextPack, (n, list) => stored.set(n, packFrom(list)));
     let storedBytes = 0;
     for (const [i, piece] of pieces.entries()) {
       const fingerprint = this.fingerprint(piece);
@@ -89,27 +89,17 @@ export class Checkpoints {
         if (twin && equalBytes(twin.piece, piece)) place = twin.place;
       }
       if (place === undefined) {
-        if (packBytes > 0 && packBytes + piece.byteLength > PACK_BYTES) {
-          pack++;
-          packBytes = 0;
-        }
-        const list = packs.get(pack) ?? [];
-        packs.set(pack, list);
-        place = placeKey(pack, list.length);
         const copy = piece.slice();
-        list.push(copy);
-        packBytes += piece.byteLength;
+        place = builder.add(copy);
+        added.push({ place, piece: copy, fingerprint });
         storedBytes += piece.byteLength;
         if (!fresh.has(fingerprint)) fresh.set(fingerprint, { place, piece: copy });
       }
-      const [p, index] = place.split(" ").map(Number) as [number, number];
-      refs[2 * i] = p;
-      refs[2 * i + 1] = index;
+      refs.set(place, 2 * i);
     }
-    if (packs.size) this.nextPack = pack + 1;
-    const stored = new Map<number, StatePack>([...packs].map(([n, list]) => [n, packFrom(list)]));
+    this.nextPack = builder.close();
     const learn = () => {
-      for (const [n, list] of packs) list.forEach((piece, index) => this.hold(placeKey(n, index), piece));
+      for (const { place, piece, fingerprint } of added) this.hold(place, piece, fingerprint);
     };
     const encoded = encodeRefs(refs);
     const record: CheckpointRecord = {
@@ -175,18 +165,18 @@ export class Checkpoints {
    * checkpoints most of RAM is unchanged: a fast fingerprint finds the candidate and a byte
    * comparison confirms it, so a fingerprint collision costs a stored page, never a wrong one.
    */
-  private identify(fingerprint: string, piece: Uint8Array): string | undefined {
+  private identify(fingerprint: string, piece: Uint8Array): Place | undefined {
     const place = this.byFingerprint.get(fingerprint);
     if (place === undefined) return undefined;
-    const held = this.pieces.peek(place);
+    const held = this.pieces.peek(placeKey(place));
     return held && equalBytes(held, piece) ? place : undefined;
   }
 
   /** Keeps a stored piece in memory and makes it findable by its fingerprint. */
-  private hold(place: string, piece: Uint8Array): void {
-    this.pieces.set(place, piece);
+  private hold(place: Place, piece: Uint8Array, fingerprint = this.fingerprint(piece)): void {
+    this.pieces.set(placeKey(place), piece);
     if (this.byFingerprint.size >= FINGERPRINTS) this.byFingerprint.clear();
-    this.byFingerprint.set(this.fingerprint(piece), place);
+    this.byFingerprint.set(fingerprint, place);
   }
 
   /** The checkpoint and its state, byte for byte as v86 saved it. */
@@ -195,23 +185,22 @@ export class Checkpoints {
     if (!record) throw new Error(`no checkpoint ${id} in this machine`);
     const refs = decodeRefs(record.refs);
     if (refs.length !== 2 * record.pieceCount) throw new Error(`checkpoint ${id} is damaged (piece list)`);
-    const pieces: (Uint8Array | undefined)[] = [];
-    const lacking = new Set<number>();
-    for (let i = 0; i < refs.length; i += 2) {
-      const piece = this.pieces.get(placeKey(refs[i]!, refs[i + 1]!));
-      pieces.push(piece);
-      if (!piece) lacking.add(refs[i]!);
-    }
+    const places: Place[] = [];
+    for (let i = 0; i < refs.length; i += 2) places.push([refs[i]!, refs[i + 1]!]);
+    const pieces = places.map((place) => this.pieces.get(placeKey(place)));
+    const lacking = new Set(places.filter((_, i) => !pieces[i]).map(([pack]) => pack));
     if (lacking.size) {
       const read = new Map<string, Uint8Array>();
       for (const [n, { bytes, ends }] of await this.store.statePacks(this.machine, [...lacking])) {
-        ends.forEach((end, index) => read.set(placeKey(n, index), bytes.slice(index ? ends[index - 1]! : 0, end)));
+        ends.forEach((end, index) => {
+          const piece = bytes.slice(index ? ends[index - 1]! : 0, end);
+          read.set(placeKey([n, index]), piece);
+          // Held from now on: the machine's next checkpoint finds these pages without storing them again.
+          this.hold([n, index], piece);
+        });
       }
-      // Held from now on: the machine's next checkpoint finds these pages without storing them again.
-      for (const [place, piece] of read) this.hold(place, piece);
-      for (let i = 0; i < pieces.length; i++) {
-        if (pieces[i]) continue;
-        pieces[i] = read.get(placeKey(refs[2 * i]!, refs[2 * i + 1]!));
+      for (const [i, place] of places.entries()) {
+        pieces[i] ??= read.get(placeKey(place));
         if (!pieces[i]) throw new Error(`checkpoint ${id} is damaged (piece ${i} is not in its pack)`);
       }
     }

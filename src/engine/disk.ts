@@ -9,9 +9,11 @@ import { ByteLru } from "./lru.ts";
 import {
   BLOCK_SIZE,
   DATA_RECORD_BLOCKS,
+  entryOf,
   FLUSH_BYTES,
   FLUSH_DELAY_MS,
   GROUP_BLOCKS,
+  groupOf,
   ZERO_PART,
   type BranchRecord,
   type LogRecord,
@@ -21,6 +23,7 @@ import {
   type Point,
 } from "./store-format.ts";
 import { ancestry, type Segment } from "./timeline.ts";
+import { concatBytes } from "./util.ts";
 
 const SECTOR = 512;
 /** Disk idle time after writes that makes a quiet point (an end marker recovery may stop at). */
@@ -31,10 +34,6 @@ const DATA_CACHE_BYTES = 32 * 1024 * 1024;
 const ZEROS = new Uint8Array(BLOCK_SIZE);
 /** Entries of a group no write on the branch touched yet. */
 const NO_ENTRIES = new Uint32Array(3 * GROUP_BLOCKS);
-
-const groupOf = (block: number) => Math.floor(block / GROUP_BLOCKS);
-/** Where a block's entry starts in its group's entries (three numbers: store-format.ts, `groups`). */
-const entryOf = (block: number) => 3 * (block % GROUP_BLOCKS);
 
 /** The empty root branch every machine starts with. */
 export function rootBranch(machine: string, now: number): BranchRecord {
@@ -273,8 +272,8 @@ export class Disk {
     const chunks = new Set<number>();
     for (const group of [...this.written].sort((a, b) => a - b)) {
       const views = await Promise.all(segments.map((s) => this.store.groupVersion(this.machine.id, group, s.branch, s.maxSeq)));
-      for (let i = 0; i < GROUP_BLOCKS; i++) {
-        if (views.some((v) => v && v[3 * i] !== 0)) chunks.add(Math.floor((group * GROUP_BLOCKS + i) / per));
+      for (let block = group * GROUP_BLOCKS; block < (group + 1) * GROUP_BLOCKS; block++) {
+        if (views.some((v) => v && v[entryOf(block)] !== 0)) chunks.add(Math.floor(block / per));
       }
     }
     return [...chunks];
@@ -382,9 +381,7 @@ export class Disk {
     const open = this.openData;
     this.openData = undefined;
     if (!open?.blocks.length) return;
-    const bytes = new Uint8Array(open.blocks.length * BLOCK_SIZE);
-    open.blocks.forEach((b, i) => bytes.set(b, i * BLOCK_SIZE));
-    this.pending.data.push({ seq: open.seq, part: open.part, bytes });
+    this.pending.data.push({ seq: open.seq, part: open.part, bytes: concatBytes(open.blocks) });
   }
 
   private async applyWrite(offset: number, data: Uint8Array): Promise<void> {

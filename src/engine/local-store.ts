@@ -3,11 +3,13 @@
  * Knows nothing of disks or timelines: each method is one well-defined read or transaction.
  */
 import { openDB, type IDBPDatabase, type IDBPTransaction } from "idb";
-import { encodeRefs, PACK_BYTES } from "./checkpoint-format.ts";
+import { encodeRefs, PackBuilder, packFrom, type Place } from "./checkpoint-format.ts";
+import { concatBytes } from "./util.ts";
 import {
-  BLOCK_SIZE,
   DB_NAME,
+  entryOf,
   GROUP_BLOCKS,
+  groupOf,
   ZERO_PART,
   STORE_VERSION,
   type BranchRecord,
@@ -309,14 +311,11 @@ async function migrateBlockVersions(tx: LegacyTransaction): Promise<void> {
         const part = parts.get(key) ?? 0;
         if (stored.length) {
           parts.set(key, part + 1);
-          const bytes = new Uint8Array(stored.length * BLOCK_SIZE);
-          stored.forEach((v, k) => bytes.set(v.data, k * BLOCK_SIZE));
-          void data.put(bytes, [machine, seq, part]);
+          void data.put(concatBytes(stored.map((v) => v.data)), [machine, seq, part]);
         }
         for (const v of same) {
-          const at = 3 * (v.block % GROUP_BLOCKS);
           const k = stored.indexOf(v);
-          entries.set(k < 0 ? [seq, ZERO_PART, 0] : [seq, part, k], at);
+          entries.set(k < 0 ? [seq, ZERO_PART, 0] : [seq, part, k], entryOf(v.block));
         }
         void groups.put(entries.slice(), [machine, group, branch, seq]);
       }
@@ -326,7 +325,7 @@ async function migrateBlockVersions(tx: LegacyTransaction): Promise<void> {
   let cursor = await tx.objectStore("blocks").openCursor();
   while (cursor) {
     const [machine, block, branch, seq] = cursor.key as [string, number, number, number];
-    const group = Math.floor(block / GROUP_BLOCKS);
+    const group = groupOf(block);
     if (!current || current.machine !== machine || current.group !== group) {
       if (current) emit(current.machine, current.group, current.versions);
       current = { machine, group, versions: [] };
@@ -355,16 +354,8 @@ async function migrateStatePieces(tx: LegacyTransaction): Promise<void> {
   for (const r of records) byMachine.set(r.machine, [...(byMachine.get(r.machine) ?? []), r]);
   for (const [machine, list] of byMachine) {
     list.sort((a, b) => a.time - b.time);
-    const placed = new Map<string, [number, number]>();
-    let pack = 0;
-    let open: Uint8Array[] = [];
-    let openBytes = 0;
-    const closePack = () => {
-      if (!open.length) return;
-      void packs.put(packFrom(open), [machine, pack++]);
-      open = [];
-      openBytes = 0;
-    };
+    const placed = new Map<string, Place>();
+    const builder = new PackBuilder(0, (n, list) => void packs.put(packFrom(list), [machine, n]));
     for (const { pieces: hashes, ...rest } of list) {
       const refs = new Uint32Array(2 * hashes.length);
       let damaged = false;
@@ -376,10 +367,7 @@ async function migrateStatePieces(tx: LegacyTransaction): Promise<void> {
             damaged = true;
             break;
           }
-          if (openBytes + piece.byteLength > PACK_BYTES) closePack();
-          at = [pack, open.length];
-          open.push(piece);
-          openBytes += piece.byteLength;
+          at = builder.add(piece);
           placed.set(hash, at);
         }
         refs.set(at, 2 * i);
@@ -387,17 +375,7 @@ async function migrateStatePieces(tx: LegacyTransaction): Promise<void> {
       if (damaged) void checkpoints.delete([machine, rest.id]);
       else void checkpoints.put({ ...rest, pieceCount: hashes.length, refs: encodeRefs(refs) }, [machine, rest.id]);
     }
-    closePack();
+    builder.close();
   }
   tx.db.deleteObjectStore("statePieces");
-}
-
-/** Packs pieces into one stored value (see StatePack). */
-export function packFrom(pieces: readonly Uint8Array[]): StatePack {
-  const ends = new Uint32Array(pieces.length);
-  let total = 0;
-  pieces.forEach((p, i) => (ends[i] = total += p.byteLength));
-  const bytes = new Uint8Array(total);
-  pieces.forEach((p, i) => bytes.set(p, i ? ends[i - 1]! : 0));
-  return { bytes, ends };
 }

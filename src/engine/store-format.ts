@@ -75,6 +75,10 @@ export const GROUP_BLOCKS = 64;
 export const DATA_RECORD_BLOCKS = 256;
 /** `part` of a `groups` entry whose block is all zeros. */
 export const ZERO_PART = 0xffffffff;
+/** The `groups` record a block's entry is in. */
+export const groupOf = (block: number) => Math.floor(block / GROUP_BLOCKS);
+/** Where a block's entry (three numbers) starts in its group's entries. */
+export const entryOf = (block: number) => 3 * (block % GROUP_BLOCKS);
 
 /** Longest time a guest write waits in memory before its IndexedDB transaction starts. */
 export const FLUSH_DELAY_MS = 250;
