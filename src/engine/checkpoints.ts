@@ -3,7 +3,7 @@
  * per machine in packs, each checkpoint tied to a disk point in the write log.
  */
 import { createXXHash64, type IHasher } from "hash-wasm";
-import { CHECKPOINT_FORMAT, decodeRefs, encodeRefs, joinState, PackBuilder, packFrom, splitState, type Place } from "./checkpoint-format.ts";
+import { CHECKPOINT_FORMAT, decodeRefs, deflatePack, encodeRefs, joinState, PackBuilder, packFrom, splitState, unpack, type Place } from "./checkpoint-format.ts";
 import type { LocalStore } from "./local-store.ts";
 import { ByteLru } from "./lru.ts";
 import type { CheckpointRecord, Point, StatePack } from "./store-format.ts";
@@ -69,7 +69,8 @@ export class Checkpoints {
    * Stores `state` as a checkpoint at `point`; returns its record (with the bytes it added).
    * `background`: returns once the checkpoint is usable from memory and lets IndexedDB catch up
    * (a shared snapshot's first checkpoint: tens of MiB that must not delay resuming it); a
-   * failed write is reported to `onBackgroundError` and tried again by the next save.
+   * failed write is reported to `onBackgroundError` and tried again by the next save. Its
+   * `storedBytes` counts only the record until its packs are stored.
    */
   async save(point: Point, state: Uint8Array, options: SaveOptions, background = false): Promise<CheckpointRecord> {
     const pieces = splitState(state);
@@ -80,7 +81,6 @@ export class Checkpoints {
     const added: { place: Place; piece: Uint8Array; fingerprint: string }[] = [];
     const stored = new Map<number, StatePack>();
     const builder = new PackBuilder(this.nextPack, (n, list) => stored.set(n, packFrom(list)));
-    let storedBytes = 0;
     for (const [i, piece] of pieces.entries()) {
       const fingerprint = this.fingerprint(piece);
       let place = this.identify(fingerprint, piece);
@@ -92,7 +92,6 @@ export class Checkpoints {
         const copy = piece.slice();
         place = builder.add(copy);
         added.push({ place, piece: copy, fingerprint });
-        storedBytes += piece.byteLength;
         if (!fresh.has(fingerprint)) fresh.set(fingerprint, { place, piece: copy });
       }
       refs.set(place, 2 * i);
@@ -102,6 +101,8 @@ export class Checkpoints {
       for (const { place, piece, fingerprint } of added) this.hold(place, piece, fingerprint);
     };
     const encoded = encodeRefs(refs);
+    // The record's own weight counts too: its piece list and thumbnail (a few KiB each).
+    const recordBytes = encoded.byteLength + (options.thumbnail?.length ?? 0);
     const record: CheckpointRecord = {
       machine: this.machine,
       id: options.id ?? crypto.randomUUID(),
@@ -112,13 +113,22 @@ export class Checkpoints {
       pieceCount: pieces.length,
       refs: encoded,
       stateBytes: state.byteLength,
-      // The record's own weight too: its piece list and thumbnail (a few KiB each).
-      storedBytes: storedBytes + encoded.byteLength + (options.thumbnail?.length ?? 0),
+      storedBytes: recordBytes, // + the packs, once deflated (see write)
       auto: options.auto,
       ...(options.thumbnail === undefined ? {} : { thumbnail: options.thumbnail }),
       ...(options.name === undefined ? {} : { name: options.name }),
     };
-    const write = () => this.store.putCheckpoint(record, stored);
+    // Deflated here, not above: a background checkpoint is in use before this runs.
+    const write = async () => {
+      let packBytes = 0;
+      for (const [n, pack] of stored) {
+        const kept = await deflatePack(pack);
+        stored.set(n, kept);
+        packBytes += kept.bytes.byteLength;
+      }
+      record.storedBytes = recordBytes + packBytes;
+      await this.store.putCheckpoint(record, stored);
+    };
     if (background) {
       learn();
       // Deferred: storing tens of MiB competes for the CPU with the emulator starting up.
@@ -191,9 +201,8 @@ export class Checkpoints {
     const lacking = new Set(places.filter((_, i) => !pieces[i]).map(([pack]) => pack));
     if (lacking.size) {
       const read = new Map<string, Uint8Array>();
-      for (const [n, { bytes, ends }] of await this.store.statePacks(this.machine, [...lacking])) {
-        ends.forEach((end, index) => {
-          const piece = bytes.slice(index ? ends[index - 1]! : 0, end);
+      for (const [n, pack] of await this.store.statePacks(this.machine, [...lacking])) {
+        unpack(pack).forEach((piece, index) => {
           read.set(placeKey([n, index]), piece);
           // Held from now on: the machine's next checkpoint finds these pages without storing them again.
           this.hold([n, index], piece);

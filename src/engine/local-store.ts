@@ -103,6 +103,7 @@ export class LocalStore {
             void migrateStatePieces(tx as unknown as LegacyTransaction);
           }
         }
+        // Version 4 only adds StatePack.deflated: version 3 packs read as they are.
       },
       blocking() {
         // A newer version of Sandglass opened in another tab: let it upgrade.

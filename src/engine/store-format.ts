@@ -55,8 +55,10 @@
  * Versions: 1 first layout; 2 zero blocks stored empty; 3 `blocks` (one record per block version,
  * [machine, block, branch, seq] → its 4 KiB, or empty for zeros) replaced by `groups` and `data`,
  * and `statePieces` (sha256 hex → one piece, shared by every machine; CheckpointRecord.pieces
- * listed the hashes) by per-machine `statePacks` and CheckpointRecord.refs. local-store.ts
- * migrates older stores on open.
+ * listed the hashes) by per-machine `statePacks` and CheckpointRecord.refs; 4 `statePacks` may be
+ * deflated (StatePack.deflated: an idle checkpoint's pages shrink ~6×), nothing to rewrite, but a
+ * version 3 reader would take the deflated bytes for pieces. local-store.ts migrates older stores
+ * on open.
  *
  * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
  */
@@ -64,7 +66,7 @@ import type { DBSchema } from "idb";
 import type { DiskManifest } from "./repo-format.ts";
 
 /** Bump on any change to the stores below; local-store.ts migrates from every older version. */
-export const STORE_VERSION = 3;
+export const STORE_VERSION = 4;
 export const DB_NAME = "sandglass";
 
 /** Granularity of write versions: ext4's block size, so most guest writes cover whole blocks. */
@@ -184,10 +186,14 @@ export interface CheckpointRecord {
   name?: string;
 }
 
-/** Pieces stored together: piece i is bytes[ends[i-1] (or 0), ends[i]). */
+/**
+ * Pieces stored together: piece i is bytes[ends[i-1] (or 0), ends[i]) of the pack's bytes, which
+ * are stored raw DEFLATE when `deflated` (from version 4 on; checkpoint-format.ts says when).
+ */
 export interface StatePack {
   bytes: Uint8Array;
   ends: Uint32Array;
+  deflated?: boolean;
 }
 
 export interface ManifestRecord {
