@@ -171,12 +171,16 @@ export class Session {
   private launch(files: EmulatorFiles, initialState?: ArrayBuffer): void {
     const api = this.bridge!.api;
     const info = this.machine!;
+    // Taken once: each property read on a Comlink proxy makes a new proxy (and registers it for
+    // finalization), a cost paid per guest write otherwise.
+    const read = api.read;
+    const write = api.write;
     this.disk = new V86DiskAdapter(
       {
-        read: (offset, length) => api.read(offset, length),
+        read: (offset, length) => read(offset, length),
         write: (offset, data) => {
           this.touch();
-          return api.write(offset, handOver(data));
+          return write(offset, handOver(data));
         },
       },
       { size: info.size, chunkSize: info.chunkSize, onError: (err) => this.fail(describe(err)) },
