@@ -55,8 +55,12 @@ async function timed(page: Page, send: (line: string) => Promise<unknown>, comma
   }, marks);
 }
 
-/** CPU time (ms) one renderer process spent, by thread: its main thread, its dedicated workers, and its thread pool (where V8 compiles v86's generated WebAssembly). */
-type Cpu = { main: number; worker: number; compile: number };
+/**
+ * CPU time (ms) one renderer process spent, by thread: its main thread (the emulator), its
+ * dedicated workers (Sandglass's disk worker), and its thread pool (mostly V8 compiling the
+ * WebAssembly v86 generates for the guest's code).
+ */
+type Cpu = { main: number; worker: number; pool: number };
 
 /** CPU used so far by each of Chromium's renderer processes, from /proc (Linux). */
 function rendererCpu(): Map<number, Cpu> {
@@ -66,7 +70,7 @@ function rendererCpu(): Map<number, Cpu> {
     if (!/^\d+$/.test(entry)) continue;
     try {
       if (!readFileSync(`/proc/${entry}/cmdline`, "utf8").includes("--type=renderer")) continue;
-      const cpu: Cpu = { main: 0, worker: 0, compile: 0 };
+      const cpu: Cpu = { main: 0, worker: 0, pool: 0 };
       for (const tid of readdirSync(`/proc/${entry}/task`)) {
         const stat = readFileSync(`/proc/${entry}/task/${tid}/stat`, "utf8");
         const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
@@ -74,7 +78,7 @@ function rendererCpu(): Map<number, Cpu> {
         const ms = (Number(fields[11]) + Number(fields[12])) * tick; // utime + stime
         if (tid === entry) cpu.main += ms;
         else if (name.startsWith("DedicatedWorker")) cpu.worker += ms;
-        else if (name.startsWith("ThreadPool")) cpu.compile += ms;
+        else if (name.startsWith("ThreadPool")) cpu.pool += ms;
       }
       out.set(Number(entry), cpu);
     } catch {
@@ -86,10 +90,10 @@ function rendererCpu(): Map<number, Cpu> {
 
 /** CPU used since `before` by the renderer whose main thread used most (the page being timed). */
 function cpuSince(before: Map<number, Cpu>): Cpu {
-  let best: Cpu = { main: 0, worker: 0, compile: 0 };
+  let best: Cpu = { main: 0, worker: 0, pool: 0 };
   for (const [pid, now] of rendererCpu()) {
-    const was = before.get(pid) ?? { main: 0, worker: 0, compile: 0 };
-    const used = { main: now.main - was.main, worker: now.worker - was.worker, compile: now.compile - was.compile };
+    const was = before.get(pid) ?? { main: 0, worker: 0, pool: 0 };
+    const used = { main: now.main - was.main, worker: now.worker - was.worker, pool: now.pool - was.pool };
     if (used.main > best.main) best = used;
   }
   return best;
@@ -249,7 +253,7 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
     cpu = rendererCpu();
     const atRest = await medianOf(3, () => timed(page, send, DD_READ));
     const used = cpuSince(cpu);
-    const restCpu = { main: used.main / 3, worker: used.worker / 3, compile: used.compile / 3 };
+    const restCpu = { main: used.main / 3, worker: used.worker / 3, pool: used.pool / 3 };
     await timed(page, send, DD_CLEAN);
     return { coldWrite, coldRead, write, read, atRest, writeCpu, restCpu };
   };
@@ -300,7 +304,7 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   );
   const cpuRow = (name: string, k: "writeCpu" | "restCpu") => {
     const ms = (figures: Figures[], part: keyof Cpu) => `${median(figures.map((f) => f[k][part])).toFixed(0)} ms`;
-    return [name, ms(sandglass, "main"), ms(v86, "main"), ms(sandglass, "worker"), ms(sandglass, "compile"), ms(v86, "compile")];
+    return [name, ms(sandglass, "main"), ms(v86, "main"), ms(sandglass, "worker"), ms(sandglass, "pool"), ms(v86, "pool")];
   };
   table(
     `Renderer CPU during the dd (median of ${rounds} rounds; Linux /proc, 10 ms ticks)`,
