@@ -260,8 +260,9 @@ export class DiskService {
     return this.opened.read(offset, length);
   }
 
+  /** `data` is the disk's from now on (the page hands it over: see DiskBackend). */
   write(offset: number, data: Uint8Array): Promise<void> {
-    return this.opened.write(offset, data);
+    return this.opened.write(offset, data, true);
   }
 
   async flush(): Promise<void> {

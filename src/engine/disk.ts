@@ -107,12 +107,16 @@ export class Disk {
     return this.readNow(offset, length);
   }
 
-  /** Applies a guest write; resolves once it is visible (not yet durable: see flush()). */
-  write(offset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Applies a guest write; resolves once it is visible (not yet durable: see flush()).
+   * `handedOver`: the caller will never touch `data` again (it came across the worker boundary),
+   * so it is kept as it is instead of copied.
+   */
+  write(offset: number, data: Uint8Array, handedOver = false): Promise<void> {
     this.checkRange(offset, data.byteLength);
-    // Copy now: the caller may reuse its buffer before the chain reaches us.
-    const copy = data.slice();
-    const done = this.writeTail.then(() => this.applyWrite(offset, copy));
+    // Otherwise copy now: the caller may reuse its buffer before the chain reaches us.
+    const own = handedOver ? data : data.slice();
+    const done = this.writeTail.then(() => this.applyWrite(offset, own));
     this.writeTail = done.catch(() => undefined);
     return done;
   }
@@ -388,6 +392,9 @@ export class Disk {
     const firstBlock = Math.floor(offset / BLOCK_SIZE);
     const lastBlock = Math.floor((offset + data.byteLength - 1) / BLOCK_SIZE);
     const blockCount = lastBlock - firstBlock + 1;
+    // Most writes cover whole blocks (ext4 writes 4 KiB blocks): their data is the span as it is.
+    const aligned = offset % BLOCK_SIZE === 0 && data.byteLength % BLOCK_SIZE === 0;
+    if (aligned) return this.logWrite(offset, data, firstBlock, blockCount);
     const span = new Uint8Array(blockCount * BLOCK_SIZE);
     // A write that covers a block partly keeps the rest of that block as it was.
     if (offset % BLOCK_SIZE !== 0) {
@@ -399,7 +406,12 @@ export class Disk {
       span.set(await this.readNow(lastStart, Math.min(BLOCK_SIZE, this.size - lastStart)), (blockCount - 1) * BLOCK_SIZE);
     }
     span.set(data, offset - firstBlock * BLOCK_SIZE);
+    return this.logWrite(offset, span, firstBlock, blockCount, data.byteLength);
+  }
 
+  /** Logs a write whose whole blocks are `span` (the guest wrote `length` bytes at `offset`). */
+  private async logWrite(offset: number, span: Uint8Array, firstBlock: number, blockCount: number, length = span.byteLength): Promise<void> {
+    const lastBlock = firstBlock + blockCount - 1;
     const branch = this.branchForWrite();
     const heads = new Map<number, Uint32Array>();
     for (let g = groupOf(firstBlock); g <= groupOf(lastBlock); g++) heads.set(g, (await this.groupHead(g)).slice());
@@ -410,7 +422,7 @@ export class Disk {
       branch: branch.id,
       time: Date.now(),
       offset,
-      length: data.byteLength,
+      length,
       firstBlock,
       blockCount,
     };
