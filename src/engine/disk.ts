@@ -394,7 +394,7 @@ export class Disk {
     const blockCount = lastBlock - firstBlock + 1;
     // Most writes cover whole blocks (ext4 writes 4 KiB blocks): their data is the span as it is.
     const aligned = offset % BLOCK_SIZE === 0 && data.byteLength % BLOCK_SIZE === 0;
-    if (aligned) return this.logWrite(offset, data, firstBlock, blockCount);
+    if (aligned) return this.logWrite(offset, data.byteLength, data);
     const span = new Uint8Array(blockCount * BLOCK_SIZE);
     // A write that covers a block partly keeps the rest of that block as it was.
     if (offset % BLOCK_SIZE !== 0) {
@@ -406,11 +406,16 @@ export class Disk {
       span.set(await this.readNow(lastStart, Math.min(BLOCK_SIZE, this.size - lastStart)), (blockCount - 1) * BLOCK_SIZE);
     }
     span.set(data, offset - firstBlock * BLOCK_SIZE);
-    return this.logWrite(offset, span, firstBlock, blockCount, data.byteLength);
+    return this.logWrite(offset, data.byteLength, span);
   }
 
-  /** Logs a write whose whole blocks are `span` (the guest wrote `length` bytes at `offset`). */
-  private async logWrite(offset: number, span: Uint8Array, firstBlock: number, blockCount: number, length = span.byteLength): Promise<void> {
+  /**
+   * Logs a guest write of `length` bytes at `offset`; `span` is the whole blocks it touches, as
+   * they are after it.
+   */
+  private async logWrite(offset: number, length: number, span: Uint8Array): Promise<void> {
+    const firstBlock = Math.floor(offset / BLOCK_SIZE);
+    const blockCount = span.byteLength / BLOCK_SIZE;
     const lastBlock = firstBlock + blockCount - 1;
     const branch = this.branchForWrite();
     const heads = new Map<number, Uint32Array>();
