@@ -117,6 +117,8 @@ const DD_READ = "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/root/big of=/de
 const DD_CLEAN = "rm /root/big; sync";
 /** The second read starts this long after the first: the write's background storing is over. */
 const AT_REST_MS = 20_000;
+/** Reads at rest, one after another; their median is the figure. */
+const AT_REST_READS = 3;
 
 /**
  * Grows the machine's history by `writes` logged writes and `checkpoints` automatic checkpoints
@@ -239,7 +241,8 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   // Wall time is what the target is about; CPU (from /proc) says where a gap comes from: a read
   // at rest is decided by how soon V8 compiles v86's code for the reloaded `dd` (dropping caches
   // drops the guest's code pages too), which varies from read to read on two cores.
-  type Figures = { coldWrite: number; coldRead: number; write: number; read: number; atRest: number; writeCpu: Cpu; restCpu: Cpu };
+  type Timing = "coldWrite" | "coldRead" | "write" | "read" | "atRest";
+  type Figures = Record<Timing, number> & { writeCpu: Cpu; restCpu: Cpu };
   const series = async (page: Page, send: (line: string) => Promise<unknown>, between: () => Promise<unknown>): Promise<Figures> => {
     const coldWrite = await timed(page, send, DD_WRITE);
     const coldRead = await timed(page, send, DD_READ);
@@ -251,9 +254,9 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
     const read = await timed(page, send, DD_READ);
     await page.waitForTimeout(AT_REST_MS);
     cpu = rendererCpu();
-    const atRest = await medianOf(3, () => timed(page, send, DD_READ));
+    const atRest = await medianOf(AT_REST_READS, () => timed(page, send, DD_READ));
     const used = cpuSince(cpu);
-    const restCpu = { main: used.main / 3, worker: used.worker / 3, pool: used.pool / 3 };
+    const restCpu = { main: used.main / AT_REST_READS, worker: used.worker / AT_REST_READS, pool: used.pool / AT_REST_READS };
     await timed(page, send, DD_CLEAN);
     return { coldWrite, coldRead, write, read, atRest, writeCpu, restCpu };
   };
@@ -278,14 +281,14 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
     const checkpoints = () => page.evaluate(() => (window as unknown as { sandglass: any }).sandglass.timeline?.checkpoints.length ?? 0);
     const before = await checkpoints();
     sandglass.push(await series(page, toApp(page), settle(page)));
-    const pct = (k: Exclude<keyof Figures, "writeCpu" | "restCpu">) => `${((100 * v86[round]![k]) / sandglass[round]![k]).toFixed(0)} %`;
+    const pct = (k: Timing) => `${((100 * v86[round]![k]) / sandglass[round]![k]).toFixed(0)} %`;
     console.log(
       `  round ${round + 1}: first write ${pct("coldWrite")}, read ${pct("coldRead")}; second write ${pct("write")}, ` +
         `read right after ${pct("read")}, at rest ${pct("atRest")}; ${(await checkpoints()) - before} automatic checkpoints`,
     );
   }
   const rate = (ms: number) => (64 / (ms / 1000)).toFixed(1) + " MiB/s";
-  const row = (name: string, k: Exclude<keyof Figures, "writeCpu" | "restCpu">) => {
+  const row = (name: string, k: Timing) => {
     const sg = median(sandglass.map((f) => f[k]));
     const v = median(v86.map((f) => f[k]));
     const perRound = sandglass.map((f, i) => ((100 * v86[i]![k]) / f[k]).toFixed(0)).join(" / ");
@@ -299,7 +302,7 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
       row("first read right after (caches dropped)", "coldRead"),
       row("write 64 MiB again", "write"),
       row("read right after", "read"),
-      row(`read again ${AT_REST_MS / 1000} s later (median of 3)`, "atRest"),
+      row(`read again ${AT_REST_MS / 1000} s later (median of ${AT_REST_READS})`, "atRest"),
     ],
   );
   const cpuRow = (name: string, k: "writeCpu" | "restCpu") => {
