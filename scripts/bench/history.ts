@@ -232,8 +232,9 @@ export async function historyBench(browser: Browser, servers: Servers, parts: { 
 async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: BrowserContext): Promise<void> {
   // ── dd: Sandglass (write log on) vs v86's in-memory disk ──
   // One page at a time: a page left open (an idle guest, storage catching up) would slow the
-  // other's figures. Rounds alternate v86 and Sandglass, each on a freshly booted guest; a
-  // sub-second read moves by tens of percent from run to run, so each figure is a median.
+  // other's figures. Each round runs v86, v86 with Sandglass's resume, then Sandglass, each on a
+  // freshly booted guest; a sub-second read moves by tens of percent from run to run, so each
+  // figure is a median.
   const rounds = Number(process.env.DD_ROUNDS ?? 3);
   // The first write and read after boot also time v86 compiling the guest's hot code (its JIT
   // runs on Chromium's worker threads: 2.4 s of their CPU during one 1.7 s first read, against
@@ -262,16 +263,35 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   };
   // Sandglass checkpoints the deletion a second after it settles: both pages wait the same.
   const settle = (page: Page) => () => page.waitForTimeout(3000);
+  // Sandglass's page resumes v86 between slices on its own thread (src/vm/fast-resume.ts) instead
+  // of through v86's timer worker: a scheduling gain apart from the disk. A third page, v86's
+  // in-memory disk with that same resume, shows what the disk path alone costs.
   const v86: Figures[] = [];
+  const control: Figures[] = [];
   const sandglass: Figures[] = [];
-  let page!: Page;
-  for (let round = 0; round < rounds; round++) {
+  const baselineSeries = async (sameThread: boolean): Promise<Figures> => {
     const base = await browser.newContext();
     const bpage = await base.newPage();
     await bpage.goto(`${servers.baseline.url}?mode=buffer`);
     await waitFor(() => bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("root@sandglass:~# ")), 240_000, "baseline");
-    v86.push(await series(bpage, toBaseline(bpage), settle(bpage)));
+    if (sameThread) {
+      await bpage.evaluate(() => {
+        // What resumeOnSameThread does (no imports in this page): immediate resumes by message.
+        const v = (window as unknown as { emulator: { v86: any } }).emulator.v86;
+        const viaWorker = v.yield.bind(v);
+        const channel = new MessageChannel();
+        channel.port1.onmessage = (event: MessageEvent<number>) => v.yield_callback(event.data);
+        v.yield = (t: number, tick: number) => (t < 1 ? channel.port2.postMessage(tick) : viaWorker(t, tick));
+      });
+    }
+    const figures = await series(bpage, toBaseline(bpage), settle(bpage));
     await base.close();
+    return figures;
+  };
+  let page!: Page;
+  for (let round = 0; round < rounds; round++) {
+    v86.push(await baselineSeries(false));
+    control.push(await baselineSeries(true));
 
     if (round > 0) await page.close();
     page = await context.newPage();
@@ -282,21 +302,25 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
     const before = await checkpoints();
     sandglass.push(await series(page, toApp(page), settle(page)));
     const pct = (k: Timing) => `${((100 * v86[round]![k]) / sandglass[round]![k]).toFixed(0)} %`;
+    const pctControl = (k: Timing) => `${((100 * control[round]![k]) / sandglass[round]![k]).toFixed(0)} %`;
     console.log(
       `  round ${round + 1}: first write ${pct("coldWrite")}, read ${pct("coldRead")}; second write ${pct("write")}, ` +
-        `read right after ${pct("read")}, at rest ${pct("atRest")}; ${(await checkpoints()) - before} automatic checkpoints`,
+        `read right after ${pct("read")}, at rest ${pct("atRest")}; against the same resume: ` +
+        `${(["coldWrite", "coldRead", "write", "read", "atRest"] as const).map(pctControl).join(" / ")}; ` +
+        `${(await checkpoints()) - before} automatic checkpoints`,
     );
   }
   const rate = (ms: number) => (64 / (ms / 1000)).toFixed(1) + " MiB/s";
   const row = (name: string, k: Timing) => {
     const sg = median(sandglass.map((f) => f[k]));
     const v = median(v86.map((f) => f[k]));
+    const c = median(control.map((f) => f[k]));
     const perRound = sandglass.map((f, i) => ((100 * v86[i]![k]) / f[k]).toFixed(0)).join(" / ");
-    return [name, rate(sg), rate(v), `${((100 * v) / sg).toFixed(0)} %`, `${perRound} %`];
+    return [name, rate(sg), rate(v), `${((100 * v) / sg).toFixed(0)} %`, `${perRound} %`, rate(c), `${((100 * c) / sg).toFixed(0)} %`];
   };
   table(
     `Guest dd, Sandglass with write log vs v86 in-memory disk (median of ${rounds} rounds)`,
-    ["Workload", "Sandglass", "v86 {buffer}", "Sandglass / v86", "Each round"],
+    ["Workload", "Sandglass", "v86 {buffer}", "Sandglass / v86", "Each round", "v86, same resume", "Sandglass / that"],
     [
       row("first write 64 MiB after boot (conv=fsync)", "coldWrite"),
       row("first read right after (caches dropped)", "coldRead"),
@@ -307,11 +331,11 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   );
   const cpuRow = (name: string, k: "writeCpu" | "restCpu") => {
     const ms = (figures: Figures[], part: keyof Cpu) => `${median(figures.map((f) => f[k][part])).toFixed(0)} ms`;
-    return [name, ms(sandglass, "main"), ms(v86, "main"), ms(sandglass, "worker"), ms(v86, "worker"), ms(sandglass, "pool"), ms(v86, "pool")];
+    return [name, ms(sandglass, "main"), ms(v86, "main"), ms(control, "main"), ms(sandglass, "worker"), ms(v86, "worker"), ms(sandglass, "pool"), ms(v86, "pool")];
   };
   table(
     `Renderer CPU during the dd (median of ${rounds} rounds; Linux /proc, 10 ms ticks)`,
-    ["Workload", "Sandglass main thread", "v86 main thread", "Sandglass workers", "v86 workers", "Sandglass thread pool", "v86 thread pool"],
+    ["Workload", "Sandglass main thread", "v86 main thread", "v86 same resume, main", "Sandglass workers", "v86 workers", "Sandglass thread pool", "v86 thread pool"],
     [cpuRow("write 64 MiB again", "writeCpu"), cpuRow("one read at rest", "restCpu")],
   );
 

@@ -5,6 +5,7 @@
 import type { V86 } from "v86";
 import v86WasmUrl from "v86/build/v86.wasm?url";
 import type { V86DiskAdapter } from "./disk-adapter.ts";
+import { resumeOnSameThread, type V86Scheduler } from "./fast-resume.ts";
 import { withLazyZeroing } from "./lazy-zeroing.ts";
 import { DEFAULT_MEMORY, VGA_MEMORY } from "./machine-config.ts";
 
@@ -68,6 +69,11 @@ export function startMachine(options: MachineOptions): V86 {
     autostart: true,
     disable_speaker: true,
     ...(options.initialState ? { initial_state: { buffer: options.initialState } } : {}),
+  });
+  // v86 makes its internal emulator once the WebAssembly is instantiated, before it first runs.
+  emulator.add_listener("emulator-ready", () => {
+    const scheduler = (emulator as unknown as { v86?: V86Scheduler }).v86;
+    if (typeof scheduler?.yield === "function" && typeof scheduler.yield_callback === "function") resumeOnSameThread(scheduler);
   });
   let pending: number[] = [];
   let scheduled = false;
