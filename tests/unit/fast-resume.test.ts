@@ -2,15 +2,9 @@
  * src/vm/fast-resume.ts: v86 resumes at once through a message to its own thread, timed waits go
  * through v86's own path; and the real v86 has the two methods it replaces and keeps running.
  */
-import { readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { V86 } from "v86";
 import { describe, expect, it } from "vitest";
 import { resumeOnSameThread, type V86Scheduler } from "../../src/vm/fast-resume.ts";
-import { DEFAULT_MEMORY, VGA_MEMORY } from "../../src/vm/machine-config.ts";
-
-const v86Build = join(dirname(createRequire(import.meta.url).resolve("v86")), "..", "build");
+import { loadedV86 } from "./real-v86.ts";
 
 describe("same-thread resume", () => {
   it("resumes an immediate yield by message, later than the call, with its tick", async () => {
@@ -33,17 +27,7 @@ describe("same-thread resume", () => {
   });
 
   it("fits the real v86: the emulator keeps running on it", async () => {
-    const emulator = new V86({
-      wasm_fn: async (imports) =>
-        (await WebAssembly.instantiate(await WebAssembly.compile(await readFile(join(v86Build, "v86.wasm"))), imports)).exports,
-      memory_size: DEFAULT_MEMORY,
-      vga_memory_size: VGA_MEMORY,
-      bios: { buffer: (await readFile("/usr/share/seabios/bios.bin")).buffer },
-      vga_bios: { buffer: (await readFile("/usr/share/seabios/vgabios.bin")).buffer },
-      autostart: false,
-      disable_speaker: true,
-    });
-    await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
+    const emulator = await loadedV86();
     const inner = (emulator as unknown as { v86: V86Scheduler }).v86;
     expect(typeof inner.yield).toBe("function");
     expect(typeof inner.yield_callback).toBe("function");

@@ -2,15 +2,10 @@
  * The resume shortcut in src/vm/lazy-zeroing.ts: its rule, and the fact about v86 it rests on
  * (before the guest runs, v86 has written guest RAM only below 1 MiB), checked on the real v86.
  */
-import { readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { V86 } from "v86";
 import { describe, expect, it } from "vitest";
 import { LOW_MEMORY, withLazyZeroing } from "../../src/vm/lazy-zeroing.ts";
-import { DEFAULT_MEMORY, VGA_MEMORY } from "../../src/vm/machine-config.ts";
-
-const v86Build = join(dirname(createRequire(import.meta.url).resolve("v86")), "..", "build");
+import { DEFAULT_MEMORY } from "../../src/vm/machine-config.ts";
+import { loadedV86 } from "./real-v86.ts";
 
 /** Exports shaped like v86's, over a real WebAssembly memory, recording calls to the real clear. */
 function fakeExports() {
@@ -58,21 +53,11 @@ describe("lazy zeroing", () => {
   it("matches the real v86: wrapped, and no RAM above 1 MiB written before the guest runs", async () => {
     let wrapped: WebAssembly.Exports | undefined;
     let raw: WebAssembly.Exports | undefined;
-    const emulator = new V86({
-      wasm_fn: async (imports) => {
-        const module = await WebAssembly.compile(await readFile(join(v86Build, "v86.wasm")));
-        raw = (await WebAssembly.instantiate(module, imports)).exports;
-        wrapped = withLazyZeroing(raw);
-        return wrapped;
-      },
-      memory_size: DEFAULT_MEMORY,
-      vga_memory_size: VGA_MEMORY,
-      bios: { buffer: (await readFile("/usr/share/seabios/bios.bin")).buffer },
-      vga_bios: { buffer: (await readFile("/usr/share/seabios/vgabios.bin")).buffer },
-      autostart: false,
-      disable_speaker: true,
+    const emulator = await loadedV86((exports) => {
+      raw = exports;
+      wrapped = withLazyZeroing(raw);
+      return wrapped;
     });
-    await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
     expect(wrapped).not.toBe(raw);
     const mem8 = (emulator as unknown as { v86: { cpu: { mem8: Uint8Array } } }).v86.cpu.mem8;
     expect(mem8.byteLength).toBe(DEFAULT_MEMORY);
