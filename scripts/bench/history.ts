@@ -240,8 +240,9 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   // runs on Chromium's worker threads: 2.4 s of their CPU during one 1.7 s first read, against
   // 0.7 s for the same read later); the second pair is the disk path at speed.
   // Wall time is what the target is about; CPU (from /proc) says where a gap comes from: a read
-  // at rest is decided by how soon V8 compiles v86's code for the reloaded `dd` (dropping caches
-  // drops the guest's code pages too), which varies from read to read on two cores.
+  // at rest moves with how soon V8 compiles v86's code for the reloaded `dd` (dropping caches
+  // drops the guest's code pages too) and how long v86 waits between its slices, both of which
+  // vary from read to read on two cores.
   type Timing = "coldWrite" | "coldRead" | "write" | "read" | "atRest";
   type Figures = Record<Timing, number> & { writeCpu: Cpu; restCpu: Cpu };
   const series = async (page: Page, send: (line: string) => Promise<unknown>, between: () => Promise<unknown>): Promise<Figures> => {
