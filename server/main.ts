@@ -1,7 +1,8 @@
 /**
  * `npm start`'s server: the built app and the image repository on 127.0.0.1.
- *   tsx server/main.ts --repo build/repo --app dist [--port 8080] [--no-uploads]
+ *   tsx server/main.ts --repo build/repo --app dist [--port 8080] [--no-uploads] [--wisp]
  * Snapshot uploads are on unless --no-uploads; SANDGLASS_UPLOAD_TOKEN makes them need that token.
+ * --wisp (or SANDGLASS_WISP=1) also runs the guests' TCP relay (server/relay.ts).
  */
 import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -13,6 +14,7 @@ const { values } = parseArgs({
     app: { type: "string", default: "dist" },
     port: { type: "string", default: "8080" },
     "no-uploads": { type: "boolean", default: false },
+    wisp: { type: "boolean", default: process.env.SANDGLASS_WISP === "1" },
   },
 });
 
@@ -28,13 +30,14 @@ const server = await startServer({
   appRoot: values.app,
   port: Number(values.port),
   uploads: !values["no-uploads"],
+  relay: values.wisp,
 }).catch(
   (err: unknown) => {
     console.error(`sandglass: could not listen on 127.0.0.1:${values.port}: ${String(err)}`);
     process.exit(1);
   },
 );
-console.log(`Sandglass is running at ${server.url}  (Ctrl+C to stop)`);
+console.log(`Sandglass is running at ${server.url}  (Ctrl+C to stop)${values.wisp ? "; TCP relay for guests at /wisp/" : ""}`);
 const stop = () => void server.close().then(() => process.exit(0));
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);

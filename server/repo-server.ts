@@ -10,6 +10,7 @@ import { stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { extname, join, resolve, sep } from "node:path";
+import { attachRelay, sendRelayConfig } from "./relay.ts";
 import { handleUpload, type UploadOptions } from "./uploads.ts";
 
 export interface RequestRecord {
@@ -26,6 +27,8 @@ export interface RepoServerOptions extends UploadOptions {
   /** The built app (Vite's dist/), served at /; omitted inside Vite's dev server. */
   appRoot?: string;
   onRequest?: (record: RequestRecord) => void;
+  /** Run the guests' network relay at /wisp/ and announce it in /config.json (relay.ts). */
+  relay?: boolean;
 }
 
 export type Next = (err?: unknown) => void;
@@ -242,6 +245,10 @@ export function createRepoHandler(options: RepoServerOptions): Handler {
       await sendFile(req, res, file, s, repoCacheControl(rel), encode);
       return;
     }
+    if (path === "/config.json" && options.relay) {
+      sendRelayConfig(req, res);
+      return;
+    }
     // The app: hashed assets are immutable; anything else revalidates; unknown paths without an
     // extension get index.html (routes live in the hash, but a stray path should not 404).
     const file = safeJoin(appRoot!, path === "/" ? "index.html" : path);
@@ -282,6 +289,7 @@ export async function startServer(options: RepoServerOptions & { port?: number }
   const handler = createRepoHandler(options);
   const server = createServer((req, res) => handler(req, res));
   server.keepAliveTimeout = 5_000;
+  if (options.relay) attachRelay(server);
   await new Promise<void>((ok, fail) => {
     server.once("error", fail);
     server.listen(options.port ?? 0, "127.0.0.1", () => ok());

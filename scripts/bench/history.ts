@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { splitState } from "../../src/engine/checkpoint-format.ts";
-import { appAnswers, table, timeRewind, typeApp, waitFor, type Servers } from "./run.ts";
+import { appAnswers, guestOf, table, timeRewind, typeApp, waitFor, type Guest, type Servers } from "./run.ts";
 
 const MiB = 2 ** 20;
 /** Inside partition 1 (FAT, sectors 2048..67583), past the files the bootloader used. */
@@ -224,12 +224,13 @@ async function checkpointCost(page: Page): Promise<{ pauseMs: number; storedByte
 
 export async function historyBench(browser: Browser, servers: Servers, parts: { dd: boolean; rewind: boolean }): Promise<void> {
   const context = await browser.newContext();
-  if (parts.dd) await ddAndCheckpointCost(browser, servers, context);
-  if (parts.rewind) await rewindGrowth(servers, context);
+  const guest = guestOf();
+  if (parts.dd) await ddAndCheckpointCost(browser, servers, context, guest);
+  if (parts.rewind) await rewindGrowth(servers, context, guest);
   await context.close();
 }
 
-async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: BrowserContext): Promise<void> {
+async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: BrowserContext, guest: Guest): Promise<void> {
   // ── dd: Sandglass (write log on) vs v86's in-memory disk ──
   // One page at a time: a page left open (an idle guest, storage catching up) would slow the
   // other's figures. Each round runs v86, v86 with Sandglass's resume, then Sandglass, each on a
@@ -273,7 +274,7 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   const baselineSeries = async (sameThread: boolean): Promise<Figures> => {
     const base = await browser.newContext();
     const bpage = await base.newPage();
-    await bpage.goto(`${servers.baseline.url}?mode=buffer`);
+    await bpage.goto(`${servers.baseline.url}?mode=buffer&${guest.baselineQuery}`);
     await waitFor(() => bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("root@sandglass:~# ")), 240_000, "baseline");
     if (sameThread) {
       await bpage.evaluate(() => {
@@ -296,7 +297,7 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
 
     if (round > 0) await page.close();
     page = await context.newPage();
-    await page.goto(`${servers.app.url}#/new/plain`);
+    await page.goto(`${servers.app.url}#/new/${guest.cold}`);
     await appAnswers(page);
     await watchAppSerial(page);
     const checkpoints = () => page.evaluate(() => (window as unknown as { sandglass: any }).sandglass.timeline?.checkpoints.length ?? 0);
@@ -320,7 +321,7 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
     return [name, rate(sg), rate(v), `${((100 * v) / sg).toFixed(0)} %`, `${perRound} %`, rate(c), `${((100 * c) / sg).toFixed(0)} %`];
   };
   table(
-    `Guest dd, Sandglass with write log vs v86 in-memory disk (median of ${rounds} rounds)`,
+    `Guest dd on the ${guest.label} image (${guest.memoryMiB} MiB RAM), Sandglass with write log vs v86 in-memory disk (median of ${rounds} rounds)`,
     ["Workload", "Sandglass", "v86 {buffer}", "Sandglass / v86", "Each round", "v86, same resume", "Sandglass / that"],
     [
       row("first write 64 MiB after boot (conv=fsync)", "coldWrite"),
@@ -381,11 +382,11 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   await page.close().catch(() => undefined);
 }
 
-async function rewindGrowth(servers: Servers, context: BrowserContext): Promise<void> {
+async function rewindGrowth(servers: Servers, context: BrowserContext, guest: Guest): Promise<void> {
   // ── rewind latency as history grows 100× ──
   const rewindRows: (string | number)[][] = [];
   const fresh = await context.newPage();
-  await fresh.goto(`${servers.app.url}#/new/plain`);
+  await fresh.goto(`${servers.app.url}#/new/${guest.cold}`);
   await appAnswers(fresh);
   let autos = 0;
   let written = 0;
@@ -417,7 +418,7 @@ async function rewindGrowth(servers: Servers, context: BrowserContext): Promise<
   }
   await fresh.close();
   table(
-    "Rewind to a checkpoint: click → shell answering",
+    `Rewind to a checkpoint, ${guest.label} image (${guest.memoryMiB} MiB RAM): click → shell answering`,
     ["Checkpoints", "Logged writes", "Median of 5", "Range", "Restore alone (median)", "(time to build history)"],
     rewindRows,
   );

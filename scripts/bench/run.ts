@@ -2,10 +2,12 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|boot-debian|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
- *          v86 {buffer} and v86 {url, async: true}.
+ *          v86 {buffer} and v86 {url, async: true}; a first visit (booted snapshot) vs v86
+ *          resuming the same state with initial_state over HTTP. `boot` on the small image,
+ *          `boot-debian` on the Debian one (BENCH_GUEST=debian does the same for every table).
  * history  rewind latency vs history size, dd throughput vs v86's in-memory disk, checkpoint cost
  *          (`dd`: the last two only; `rewind`: the first only).
  * share    publishing after a 1 MiB change (time, bytes up) and opening the link (bytes down).
@@ -129,25 +131,74 @@ async function timeApp(page: Page, url: string, expectResume: boolean): Promise<
   return Date.now() - started;
 }
 
-async function timeBaseline(page: Page, url: string): Promise<number> {
+/** Opens the plain-v86 page; ms until its shell answered. A resumed state prints no prompt first. */
+async function timeBaseline(page: Page, url: string, resumed = false): Promise<number> {
   const started = Date.now();
   await page.goto(url);
+  const error = () => page.evaluate(() => (window as unknown as { benchError: string | null }).benchError);
+  if (!resumed) {
+    await waitFor(
+      async () => {
+        const e = await error();
+        if (e) throw new Error(e);
+        return page.evaluate((p) => (window as unknown as { serialText: string }).serialText.includes(p), PROMPT);
+      },
+      240_000,
+      "baseline prompt",
+    );
+  }
+  let typed = 0;
   await waitFor(
     async () => {
-      const error = await page.evaluate(() => (window as unknown as { benchError: string | null }).benchError);
-      if (error) throw new Error(error);
-      return page.evaluate((p) => (window as unknown as { serialText: string }).serialText.includes(p), PROMPT);
+      const e = await error();
+      if (e) throw new Error(e);
+      if (Date.now() - typed > 2000) {
+        typed = Date.now();
+        await page.evaluate(() => (window as unknown as { sendSerial?(t: string): void }).sendSerial?.("echo ok-$((40+2))\n"));
+      }
+      return page.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("ok-42"));
     },
-    240_000,
-    "baseline prompt",
-  );
-  await page.evaluate(() => (window as unknown as { sendSerial(t: string): void }).sendSerial("echo ok-$((40+2))\n"));
-  await waitFor(
-    () => page.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("ok-42")),
-    60_000,
+    120_000,
     "baseline answer",
   );
   return Date.now() - started;
+}
+
+/** The guest a benchmark runs on: its images, raw file and RAM (BENCH_GUEST=debian, or small). */
+export interface Guest {
+  label: string;
+  /** Image without a booted snapshot (cold boots), and the one with it (first visits). */
+  cold: string;
+  booted: string;
+  /** raw/<raw>.img and raw/<raw>-booted.state, for the v86 baseline. */
+  raw: string;
+  memoryMiB: number;
+  /** The baseline page's query for the same machine. */
+  baselineQuery: string;
+  /** A command that keeps the guest busy, for the cost of a checkpoint taken right after it. */
+  busy: string;
+}
+
+export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
+  return name === "debian"
+    ? {
+        label: "Debian",
+        cold: "debian-cold",
+        booted: "default",
+        raw: "default",
+        memoryMiB: 256,
+        baselineQuery: "image=default&memory=256&devices=1",
+        busy: `printf '#include <stdio.h>\\nint main(void){puts("hi");return 0;}\\n' > /root/b.c && gcc -O2 -o /root/b /root/b.c && /root/b`,
+      }
+    : {
+        label: "small busybox",
+        cold: "plain",
+        booted: "small",
+        raw: "small",
+        memoryMiB: 64,
+        baselineQuery: "image=small&memory=64",
+        busy: "dd if=/dev/urandom of=/root/b bs=64k count=16 2>/dev/null; sync",
+      };
 }
 
 // ── tables ────────────────────────────────────────────────────────────────────────────────────
@@ -165,10 +216,10 @@ export function table(title: string, head: string[], rows: (string | number)[][]
 const secs = (ms: number) => (ms / 1000).toFixed(1) + " s";
 const mib = (b: number) => (b / MiB).toFixed(1) + " MiB";
 
-async function bootBench(browser: Browser, servers: Servers): Promise<void> {
+async function bootBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
   const rows: (string | number)[][] = [];
   const imageBytes = Number(
-    (await fetch(new URL("repo/raw/default.img", servers.app.url), { method: "HEAD" })).headers.get("content-length"),
+    (await fetch(new URL(`repo/raw/${guest.raw}.img`, servers.app.url), { method: "HEAD" })).headers.get("content-length"),
   );
   const measure = async (name: string, run: () => Promise<number>) => {
     const from = servers.requests.length;
@@ -180,31 +231,40 @@ async function bootBench(browser: Browser, servers: Servers): Promise<void> {
 
   const sandglass = await browser.newContext();
   let page = await sandglass.newPage();
-  // "plain" is the same disk without a booted snapshot, so these boot the kernel like v86 does.
-  await measure("(a) Sandglass cold (empty IndexedDB)", () => timeApp(page, `${servers.app.url}#/i/plain`, false));
+  // The image without a booted snapshot, so these boot the kernel like v86 does.
+  await measure("(a) Sandglass cold (empty IndexedDB)", () => timeApp(page, `${servers.app.url}#/i/${guest.cold}`, false));
   await page.close();
   // A new machine of the same image in the same browser: cold boot, every chunk already local.
   page = await sandglass.newPage();
-  await measure("(b) Sandglass warm (cold boot, chunks local)", () => timeApp(page, `${servers.app.url}#/new/plain`, false));
+  await measure("(b) Sandglass warm (cold boot, chunks local)", () => timeApp(page, `${servers.app.url}#/new/${guest.cold}`, false));
   await page.close();
   // Reopening a machine that ran: it resumes its newest checkpoint (what a returning person gets).
   page = await sandglass.newPage();
-  await page.goto(`${servers.app.url}#/i/plain`);
+  await page.goto(`${servers.app.url}#/i/${guest.cold}`);
   await appAnswers(page);
   await page.locator('button:has-text("Checkpoint")').click();
   await page.locator('[data-testid="point"][data-kind="checkpoint"]').first().waitFor();
   await page.locator('[data-testid="saved"][data-saved="true"]').waitFor({ timeout: 60_000 });
   await page.close();
   page = await sandglass.newPage();
-  await measure("(b') Sandglass warm (resume checkpoint)", () => timeApp(page, `${servers.app.url}#/i/plain`, true));
-  await checkpointBench(page);
+  await measure("(b') Sandglass warm (resume checkpoint)", () => timeApp(page, `${servers.app.url}#/i/${guest.cold}`, true));
+  await checkpointBench(page, guest);
   await sandglass.close();
 
-  // The site as a new visitor gets it: the default image's booted snapshot, empty storage.
-  const visitor = await browser.newContext();
-  page = await visitor.newPage();
-  await measure("(e) Sandglass cold, booted snapshot (issue 4)", () => timeApp(page, servers.app.url, true));
-  await visitor.close();
+  // A new visitor: the image's booted snapshot, empty storage, a fresh browser profile each.
+  for (const [name, resumeBaseline] of [
+    ["(e) Sandglass first visit, booted snapshot", false],
+    ["(f) v86 initial_state {url} + {url, async: true} disk, same state", true],
+  ] as const) {
+    const visitor = await browser.newContext();
+    page = await visitor.newPage();
+    await measure(name, () =>
+      resumeBaseline
+        ? timeBaseline(page, `${servers.baseline.url}?mode=state&${guest.baselineQuery}`, true)
+        : timeApp(page, `${servers.app.url}#/i/${guest.booted}`, true),
+    );
+    await visitor.close();
+  }
 
   for (const [name, mode] of [
     ["(c) v86 {buffer}", "buffer"],
@@ -212,18 +272,18 @@ async function bootBench(browser: Browser, servers: Servers): Promise<void> {
   ] as const) {
     const context = await browser.newContext();
     const p = await context.newPage();
-    await measure(name, () => timeBaseline(p, `${servers.baseline.url}?mode=${mode}`));
+    await measure(name, () => timeBaseline(p, `${servers.baseline.url}?mode=${mode}&${guest.baselineQuery}`));
     await context.close();
   }
   table(
-    `Boot: page open → shell answering (image ${mib(imageBytes)}, 64 MiB RAM)`,
+    `Boot, ${guest.label}: page open → shell answering (image ${mib(imageBytes)}, ${guest.memoryMiB} MiB RAM)`,
     ["Scenario", "Time", "Disk bytes fetched", "Share of image"],
     rows,
   );
 }
 
 /** Idle checkpoint cost and rewind latency (click → shell answering) on a running machine. */
-async function checkpointBench(page: Page): Promise<void> {
+async function checkpointBench(page: Page, guest: Guest): Promise<void> {
   const rows: (string | number)[][] = [];
   const manual = page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
   const costs: string[] = [];
@@ -235,12 +295,20 @@ async function checkpointBench(page: Page): Promise<void> {
     await new Promise((r) => setTimeout(r, 1500));
   }
   for (const c of costs) rows.push(["idle checkpoint", c.replace("last checkpoint: ", "")]);
+  // Busy: a checkpoint right after a command that worked the guest (the Debian one compiles C).
+  const marker = Math.floor(Math.random() * 1e6);
+  await typeApp(page, `${guest.busy}; echo busy-$((${marker}+1))\n`);
+  await waitFor(async () => (await serialOfApp(page)).includes(`busy-${marker + 1}`), 180_000, "busy command");
+  const before = await manual.count();
+  await page.getByRole("button", { name: "Checkpoint" }).click();
+  await waitFor(async () => (await manual.count()) > before, 60_000, "checkpoint");
+  rows.push([`checkpoint after: ${guest.busy.length > 60 ? guest.busy.slice(0, 57) + "…" : guest.busy}`, (await page.getByTestId("checkpoint-cost").innerText()).replace("last checkpoint: ", "")]);
   const target = await manual.first().getAttribute("data-id");
   for (let i = 0; i < 3; i++) {
     const { totalMs: ms } = await timeRewind(page, `[data-testid="point"][data-id="${target}"]`);
     rows.push([`rewind to checkpoint (${await page.getByTestId("point").count()} points)`, `${ms} ms click → shell answering`]);
   }
-  table("Checkpoints on an idle machine (64 MiB RAM)", ["Measure", "Figure"], rows);
+  table(`Checkpoints on an idle machine, ${guest.label} (${guest.memoryMiB} MiB RAM)`, ["Measure", "Figure"], rows);
 }
 
 /**
@@ -294,7 +362,8 @@ async function main(): Promise<void> {
   const servers = await startServers();
   const browser = await launch();
   try {
-    if (which === "boot" || which === "all") await bootBench(browser, servers);
+    if (which === "boot" || which === "all") await bootBench(browser, servers, guestOf());
+    if (which === "boot-debian" || which === "all") await bootBench(browser, servers, guestOf("debian"));
     if (which === "history" || which === "all") await historyBench(browser, servers, { dd: true, rewind: true });
     if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });
     if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });

@@ -12,8 +12,8 @@ import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine, type EmulatorFiles } from "../vm/machine.ts";
 import type { Startup } from "./startup.ts";
 import { machineHash, snapshotHash, type Route } from "./route.ts";
-import { DEFAULT_MEMORY } from "../vm/machine-config.ts";
 import type { MachineRecord } from "../engine/store-format.ts";
+import { SharedFolder, type SharedFile } from "../vm/shared-folder.ts";
 
 export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
 
@@ -61,9 +61,15 @@ export class Session {
   share = $state<ShareState | null>(null);
   /** Every machine in this browser, newest opened first (for the machines menu). */
   machines = $state<MachineRecord[]>([]);
+  /** Files in the guest's shared folder (/shared), or null if the machine has none. */
+  sharedFiles = $state<SharedFile[] | null>(null);
+  /** The guest network's backend: "fetch" (HTTP through the browser) or a wisp relay URL. */
+  relay = $state("fetch");
 
   private bridge: DiskBridge | undefined;
   private emulator: V86 | undefined;
+  private sharedFolder: SharedFolder | undefined;
+  private sharedRefresh: ReturnType<typeof setTimeout> | undefined;
   private disk: V86DiskAdapter | undefined;
   private screen: HTMLElement | undefined;
   private serialListeners = new Set<(bytes: Uint8Array) => void>();
@@ -152,6 +158,7 @@ export class Session {
         const { state } = await this.bridge.api.restoreCheckpoint(info.resume.id);
         initialState = state.buffer as ArrayBuffer;
       }
+      this.relay = await this.startup.relay;
       this.launch(await files, initialState);
       this.status = initialState ? "resuming" : "booting";
       if (!initialState) this.autoAfter = performance.now() + BOOT_GRACE_MS;
@@ -189,13 +196,19 @@ export class Session {
       screen: this.screen!,
       disk: this.disk,
       files,
-      memoryBytes: this.memoryBytes,
+      hardware: info.hardware,
+      relay: this.relay,
       ...(initialState ? { initialState } : {}),
       onSerial: (bytes) => {
         if (this.status === "booting") this.status = "running";
         for (const l of this.serialListeners) l(bytes);
       },
+      onSharedWrite: () => {
+        this.touch();
+        this.refreshSharedFiles();
+      },
     });
+    if (info.hardware.sharedFolder) this.sharedFolder = new SharedFolder(this.emulator as unknown as ConstructorParameters<typeof SharedFolder>[0]);
     this.emulator.add_listener("emulator-started", () => {
       if (this.started) return;
       this.started = true;
@@ -203,7 +216,42 @@ export class Session {
       if (this.status === "resuming") this.status = "running";
       if (this.pendingInput) this.emulator?.serial0_send(this.pendingInput);
       this.pendingInput = "";
+      this.refreshSharedFiles();
     });
+  }
+
+  // ── shared folder ───────────────────────────────────────────────────────────────────────────
+
+  /** Lists the shared folder again, soon (the guest writes a file in many small steps). */
+  refreshSharedFiles(): void {
+    clearTimeout(this.sharedRefresh);
+    this.sharedRefresh = setTimeout(() => {
+      if (this.sharedFolder?.available) this.sharedFiles = this.sharedFolder.list();
+    }, 200);
+  }
+
+  /** Puts files into the guest's /shared: all of them, or none if they do not fit. */
+  async putFiles(files: File[]): Promise<void> {
+    const folder = this.sharedFolder;
+    if (!folder?.available) {
+      this.notice = "This machine has no shared folder: only a .sandglass file can be opened by dropping it here.";
+      return;
+    }
+    try {
+      const incoming = await Promise.all(files.map(async (f) => ({ name: f.name, data: new Uint8Array(await f.arrayBuffer()) })));
+      const written = await folder.put(incoming);
+      this.touch();
+      this.notice = `Added to /shared: ${written.map((p) => p.slice(1)).join(", ")}`;
+    } catch (err) {
+      this.notice = describe(err);
+    }
+    this.refreshSharedFiles();
+  }
+
+  /** A file of the shared folder as it is now, to download. */
+  async sharedFile(path: string): Promise<Blob> {
+    const bytes = await this.sharedFolder!.read(path);
+    return new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" });
   }
 
   // ── checkpoints ─────────────────────────────────────────────────────────────────────────────
@@ -300,6 +348,7 @@ export class Session {
       disk.invalidate();
       await emulator.restore_state(state.buffer as ArrayBuffer);
       this.banner(`rewound to checkpoint of ${new Date(checkpoint.time).toLocaleTimeString()}`);
+      this.refreshSharedFiles();
     });
   }
 
@@ -355,10 +404,6 @@ export class Session {
 
   // ── sharing ─────────────────────────────────────────────────────────────────────────────────
 
-  private get memoryBytes(): number {
-    return this.machine?.memoryBytes ?? DEFAULT_MEMORY;
-  }
-
   /** Checkpoints the machine as it is now and publishes that. */
   async shareNow(): Promise<void> {
     const checkpoint = await this.checkpoint(false);
@@ -372,7 +417,7 @@ export class Session {
     this.share = { checkpoint, phase: "publishing" };
     const token = localStorage.getItem(TOKEN_KEY) ?? undefined;
     try {
-      const result = await api.publish(checkpoint.id, { memoryBytes: this.memoryBytes, ...(token ? { token } : {}) });
+      const result = await api.publish(checkpoint.id, token ? { token } : {});
       this.share = {
         checkpoint,
         phase: "published",
@@ -396,7 +441,7 @@ export class Session {
 
   /** The checkpoint as a file to download (works without a server). */
   async exportCheckpoint(checkpoint: CheckpointSummary): Promise<{ name: string; blob: Blob }> {
-    const { name, bytes } = await this.bridge!.api.exportBundle(checkpoint.id, this.memoryBytes);
+    const { name, bytes } = await this.bridge!.api.exportBundle(checkpoint.id);
     return { name, blob: new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }) };
   }
 

@@ -7,6 +7,7 @@
 import { DiskBridge } from "../bridge/disk-bridge.ts";
 import type { MachineInfo } from "../engine/disk-service.ts";
 import { preloadEmulator, type EmulatorFiles } from "../vm/machine.ts";
+import { chooseRelay } from "./relay.ts";
 import { parseRoute, repositoryUrl, type Route } from "./route.ts";
 
 export interface Startup {
@@ -17,6 +18,8 @@ export interface Startup {
   opening: Promise<MachineInfo>;
   /** The emulator's code, WebAssembly and BIOS images. */
   files: Promise<EmulatorFiles>;
+  /** The guest network's backend (see relay.ts). */
+  relay: Promise<string>;
 }
 
 export type StartupResult = Startup | { route: { kind: "invalid"; reason: string } };
@@ -37,5 +40,5 @@ export function beginStartup(): StartupResult {
   // Both are awaited (and their failures shown) by the Session.
   opening.catch(() => undefined);
   files.catch(() => undefined);
-  return { route, repo, bridge, opening, files };
+  return { route, repo, bridge, opening, files, relay: chooseRelay() };
 }

@@ -6,7 +6,16 @@
 import { ChunkSource, loadManifest, manifestUrl, type Fetch, type TransferStats } from "./chunk-source.ts";
 import { decodeBundle, encodeBundle } from "./bundle.ts";
 import { CHECKPOINT_FORMAT, joinState } from "./checkpoint-format.ts";
-import { chunkHash, referencedChunks, type DiskManifest, type MachineStateRef, type SourceRef } from "./repo-format.ts";
+import {
+  LEGACY_HARDWARE,
+  chunkHash,
+  hardwareOf,
+  referencedChunks,
+  type DiskManifest,
+  type Hardware,
+  type MachineStateRef,
+  type SourceRef,
+} from "./repo-format.ts";
 import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./snapshot.ts";
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
@@ -31,8 +40,8 @@ export interface MachineInfo {
   now: Point;
   /** Newest checkpoint on the current branch at or before "now": a reload resumes there. */
   resume: CheckpointSummary | null;
-  /** Guest RAM the machine's states were taken with (a snapshot says; else the page's default). */
-  memoryBytes: number | null;
+  /** The emulated machine its disk and states belong to (RAM, network card, shared folder). */
+  hardware: Hardware;
   /** The repository image at the root of the machine's source (for "new machine from this image"). */
   image: string | null;
 }
@@ -105,7 +114,7 @@ export class DiskService {
   private progressTimer: ReturnType<typeof setInterval> | undefined;
   private errorListener: ((message: string) => void) | undefined;
   private changeListener: (() => void) | undefined;
-  private memoryBytes: number | null = null;
+  private hardware: Hardware = LEGACY_HARDWARE;
   /** The shared point of a snapshot being opened, while its state streams in (see open). */
   private shared:
     | { id: string; summary: CheckpointSummary; state: Promise<Uint8Array[]>; stored: Promise<void>; delivered: () => void }
@@ -182,7 +191,7 @@ export class DiskService {
     this.disk.onFlushError = (err) => this.errorListener?.(storageFailure(err, "the latest disk writes"));
     this.disk.onQuiet = () => this.changeListener?.();
     this.checkpoints = await Checkpoints.open(store, machine.id);
-    this.memoryBytes = manifest.machine?.memoryBytes ?? null;
+    this.hardware = hardwareOf(manifest);
     this.shared = undefined;
     let resume: CheckpointSummary | null;
     machine.opened = now;
@@ -201,7 +210,7 @@ export class DiskService {
       description: manifest.description,
       now: this.disk.now,
       resume,
-      memoryBytes: this.memoryBytes,
+      hardware: this.hardware,
       image: await this.rootImage(store, machine.source.repo, manifest),
     };
   }
@@ -407,14 +416,14 @@ export class DiskService {
   // ── sharing ─────────────────────────────────────────────────────────────────────────────────
 
   /** Publishes a checkpoint to the machine's repository as a snapshot; returns its id and cost. */
-  async publish(checkpointId: string, options: { memoryBytes: number; token?: string }): Promise<UploadResult> {
-    const snapshot = await this.snapshotOf(checkpointId, options.memoryBytes);
+  async publish(checkpointId: string, options: { token?: string } = {}): Promise<UploadResult> {
+    const snapshot = await this.snapshotOf(checkpointId);
     return uploadSnapshot(this.opened.base.repoUrl, snapshot, this.deps.fetch, options.token);
   }
 
   /** A checkpoint as one bundle file holding every chunk it needs (see bundle.ts). */
-  async exportBundle(checkpointId: string, memoryBytes: number): Promise<{ name: string; bytes: Uint8Array }> {
-    const snapshot = await this.snapshotOf(checkpointId, memoryBytes);
+  async exportBundle(checkpointId: string): Promise<{ name: string; bytes: Uint8Array }> {
+    const snapshot = await this.snapshotOf(checkpointId);
     const base = this.opened.base;
     const have = new Set([...snapshot.files.keys()].map(chunkHash));
     for (const ref of referencedChunks(snapshot.manifest)) {
@@ -435,7 +444,7 @@ export class DiskService {
     return manifest.name;
   }
 
-  private async snapshotOf(checkpointId: string, memoryBytes: number) {
+  private async snapshotOf(checkpointId: string) {
     await this.settled();
     const { record, state } = await this.saved.load(checkpointId);
     const disk = this.opened;
@@ -443,7 +452,7 @@ export class DiskService {
       disk,
       point: { branch: record.branch, seq: record.seq },
       state,
-      memoryBytes,
+      hardware: this.hardware,
       description: `${disk.record.name}, ${new Date(record.time).toISOString().slice(0, 16).replace("T", " ")} UTC`,
       ...(record.thumbnail ? { thumbnail: record.thumbnail } : {}),
     });

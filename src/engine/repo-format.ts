@@ -46,6 +46,14 @@
  * A snapshot's `chunkSize` equals its parent's. Manifests are immutable once written.
  * An image manifest may name `booted`: the id of a snapshot of it booted to an idle shell, which
  * a new machine of the image resumes instead of cold-booting.
+ *
+ * Optional in both kinds (added 2026-12; a manifest without it means the first machine shape:
+ * 64 MiB, no network card, no shared folder):
+ *   hardware     the emulated machine the disk and state belong to; a state restores only into
+ *                the same shape, so a snapshot repeats its parent's:
+ *                  memoryBytes   guest RAM
+ *                  network       a virtio network card (the page picks the backend)
+ *                  sharedFolder  a virtio 9p shared folder (mount tag "host9p")
  */
 
 export const FORMAT = "sandglass-disk";
@@ -73,6 +81,35 @@ export interface DiskManifest {
   machine?: MachineStateRef;
   /** Images only: a snapshot of this image booted to an idle shell, opened instead of a cold boot. */
   booted?: string;
+  hardware?: Hardware;
+}
+
+/** The emulated machine's shape (see the format notes above). */
+export interface Hardware {
+  memoryBytes: number;
+  network: boolean;
+  sharedFolder: boolean;
+}
+
+/** The shape of machines whose manifest predates `hardware`. */
+export const LEGACY_HARDWARE: Hardware = { memoryBytes: 64 * 1024 * 1024, network: false, sharedFolder: false };
+
+/** The machine shape a manifest asks for (a snapshot's state was taken with its RAM). */
+export function hardwareOf(manifest: Pick<DiskManifest, "hardware" | "machine">): Hardware {
+  const hardware = manifest.hardware ?? LEGACY_HARDWARE;
+  return manifest.machine ? { ...hardware, memoryBytes: manifest.machine.memoryBytes } : hardware;
+}
+
+function parseHardware(value: unknown): Hardware | undefined {
+  if (value === undefined) return undefined;
+  const h = value as Record<string, unknown> | null;
+  if (
+    typeof h !== "object" || h === null || !Number.isSafeInteger(h.memoryBytes) || (h.memoryBytes as number) < 1 << 20 ||
+    (h.memoryBytes as number) > 2 ** 31 || typeof h.network !== "boolean" || typeof h.sharedFolder !== "boolean"
+  ) {
+    throw new ManifestError("hardware must give memoryBytes (1 MiB to 2 GiB), network and sharedFolder");
+  }
+  return { memoryBytes: h.memoryBytes as number, network: h.network, sharedFolder: h.sharedFolder };
 }
 
 export interface SourceRef {
@@ -195,6 +232,7 @@ export function parseManifest(json: unknown): DiskManifest {
   if (m.kind === "image" && (typeof m.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(m.sha256))) {
     throw new ManifestError("sha256 is missing");
   }
+  const hardware = parseHardware(m.hardware);
   let parent: SourceRef | undefined;
   let machine: MachineStateRef | undefined;
   if (m.kind === "snapshot") {
@@ -235,5 +273,6 @@ export function parseManifest(json: unknown): DiskManifest {
     ...(parent ? { parent } : {}),
     ...(machine ? { machine } : {}),
     ...(m.kind === "image" && typeof m.booted === "string" && isValidSnapshotId(m.booted) ? { booted: m.booted } : {}),
+    ...(hardware ? { hardware } : {}),
   };
 }

@@ -22,6 +22,7 @@ import {
   referencedChunks,
   type ChunkRef,
   type DiskManifest,
+  type Hardware,
 } from "./repo-format.ts";
 import type { Point } from "./store-format.ts";
 
@@ -35,7 +36,7 @@ export interface BuildOptions {
   disk: Disk;
   point: Point;
   state: Uint8Array;
-  memoryBytes: number;
+  hardware: Hardware;
   description: string;
   thumbnail?: string;
 }
@@ -126,10 +127,11 @@ export async function buildSnapshot(options: BuildOptions): Promise<SnapshotFile
     chunks,
     storedBytes: [...files.values()].reduce((n, f) => n + f.byteLength, 0),
     parent: { kind: parent.kind, name: parent.name },
+    hardware: options.hardware,
     machine: {
       pieces,
       stateBytes: options.state.byteLength,
-      memoryBytes: options.memoryBytes,
+      memoryBytes: options.hardware.memoryBytes,
       ...(options.thumbnail ? { thumbnail: options.thumbnail } : {}),
     },
   };

@@ -1,8 +1,24 @@
 /**
  * The emulated machine's shape. A saved state only restores into a machine of the same shape, so
- * the page and the build's booted snapshot (scripts/publish-booted.ts) both take it from here.
+ * the page and the build's booted snapshot (scripts/publish-booted.ts) both take it from here and
+ * from the image's `hardware` (repo-format.ts).
  */
+import type { Hardware } from "../engine/repo-format.ts";
 
-/** Guest RAM: enough for a busybox system; smaller RAM means smaller checkpoints. */
+/** Guest RAM of machines whose image does not say (the small busybox image). */
 export const DEFAULT_MEMORY = 64 * 1024 * 1024;
 export const VGA_MEMORY = 8 * 1024 * 1024;
+
+/**
+ * v86 options for a machine shape. `relay` picks the network backend: "fetch" (HTTP through the
+ * browser's fetch) or a wisp:// / wisps:// relay URL for full TCP.
+ */
+export function v86Devices(hardware: Hardware, relay: string) {
+  return {
+    memory_size: hardware.memoryBytes,
+    vga_memory_size: VGA_MEMORY,
+    ...(hardware.network ? { net_device: { type: "virtio" as const, relay_url: relay } } : {}),
+    // An empty in-memory 9p file system; its files are part of every saved state.
+    ...(hardware.sharedFolder ? { filesystem: {} } : {}),
+  };
+}

@@ -7,7 +7,9 @@ import v86WasmUrl from "v86/build/v86.wasm?url";
 import type { V86DiskAdapter } from "./disk-adapter.ts";
 import { resumeOnSameThread, type V86Scheduler } from "./fast-resume.ts";
 import { withLazyZeroing } from "./lazy-zeroing.ts";
-import { DEFAULT_MEMORY, VGA_MEMORY } from "./machine-config.ts";
+import type { Hardware } from "../engine/repo-format.ts";
+import { v86Devices } from "./machine-config.ts";
+import { adaptNetwork } from "./network.ts";
 
 /** What the emulator loads before it can start: its code, compiled WebAssembly and BIOS images. */
 export interface EmulatorFiles {
@@ -45,21 +47,23 @@ export interface MachineOptions {
   screen: HTMLElement;
   disk: V86DiskAdapter;
   files: EmulatorFiles;
-  memoryBytes?: number;
+  /** RAM and devices: must match the machine's states (see repo-format.ts `hardware`). */
+  hardware: Hardware;
+  /** Network backend: "fetch" or a wisp:// relay URL (see network.ts). */
+  relay: string;
   /** A checkpoint to resume instead of booting (v86 save_state() output). */
   initialState?: ArrayBuffer;
   /** Bytes the guest wrote to its first serial port, batched per animation frame. */
   onSerial: (bytes: Uint8Array) => void;
+  /** The guest changed a file in the shared folder (a change to checkpoint). */
+  onSharedWrite?: () => void;
 }
-
-export { DEFAULT_MEMORY } from "./machine-config.ts";
 
 export function startMachine(options: MachineOptions): V86 {
   const { files } = options;
   const emulator = new files.V86({
     wasm_fn: async (imports) => withLazyZeroing((await WebAssembly.instantiate(files.wasm, imports)).exports),
-    memory_size: options.memoryBytes ?? DEFAULT_MEMORY,
-    vga_memory_size: VGA_MEMORY,
+    ...v86Devices(options.hardware, options.relay),
     screen_container: options.screen,
     // v86 keeps these buffers; copies let a later machine on this page reuse the preloaded files.
     bios: { buffer: files.bios.slice(0) },
@@ -72,9 +76,11 @@ export function startMachine(options: MachineOptions): V86 {
   });
   // v86 makes its internal emulator once the WebAssembly is instantiated, before it first runs.
   emulator.add_listener("emulator-ready", () => {
+    if (options.hardware.network) adaptNetwork(emulator, options.relay);
     const scheduler = (emulator as unknown as { v86?: V86Scheduler }).v86;
     if (typeof scheduler?.yield === "function" && typeof scheduler.yield_callback === "function") resumeOnSameThread(scheduler);
   });
+  if (options.onSharedWrite) emulator.add_listener("9p-write-end", options.onSharedWrite);
   let pending: number[] = [];
   let scheduled = false;
   emulator.add_listener("serial0-output-byte", (byte: number) => {

@@ -5,7 +5,7 @@
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { expect, REPO_ROOT, serve, terminal, test, waitForShell } from "./fixtures.ts";
+import { expect, smallImage, REPO_ROOT, serve, terminal, test, waitForShell } from "./fixtures.ts";
 
 test("a chunk whose bytes do not match its hash is refused and the page says so", async ({ page }) => {
   // A copy of the repository whose first chunk (the MBR, read first at boot) is corrupt.
@@ -39,10 +39,10 @@ test("an unknown image and a broken link say what is wrong", async ({ page, repo
 });
 
 test("a second tab on the same machine is refused while the first keeps running", async ({ page, context, repo }) => {
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   const second = await context.newPage();
-  await second.goto(repo.url);
+  await second.goto(smallImage(repo));
   await expect(second.getByTestId("error")).toContainText("already running in another tab");
   await second.close();
   await waitForShell(page);
@@ -52,13 +52,13 @@ test("a network failure halfway through opening says so, keeps nothing half-made
   // The site's booted snapshot: its machine state is dozens of pieces; the connection dies after 10.
   let served = 0;
   await context.route("**/repo/chunks/**", (route) => (++served > 10 ? route.abort("connectionreset") : route.continue()));
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await expect(page.getByTestId("error")).toContainText("Network error while fetching machine state piece");
   await expect(page.getByTestId("status")).toHaveText("Stopped");
 
   await context.unroute("**/repo/chunks/**");
   await page.goto("about:blank");
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   const machines = await page.evaluate(() =>
     (window as unknown as { sandglass: { debug: { api: { listMachines(): Promise<unknown[]> } } } }).sandglass.debug.api.listMachines(),

@@ -2,7 +2,7 @@
  * Issue 2 acceptance: a real guest boots in Chromium from the real repository server through the
  * copy-on-read IndexedDB disk; its writes survive reloads; reset discards them.
  */
-import { expect, run, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
+import { expect, run, smallImage, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
 
 test("cold boot, persist a file across reload with no chunk fetched, reset to image", async ({ page, repo }) => {
   // "plain" has no booted snapshot: the kernel boots from chunks streamed through the disk worker.
@@ -31,9 +31,10 @@ test("cold boot, persist a file across reload with no chunk fetched, reset to im
   await run(page, "test -e /root/note.txt || echo gone-$((3*3))", "gone-9");
 });
 
-test("the site resumes the default image's booted snapshot; another image is addressable", async ({ page, repo }) => {
-  await page.goto(repo.url);
-  await expect(page.getByTestId("machine-name")).toHaveText("default");
+test("an image with a booted snapshot resumes it; another image is addressable", async ({ page, repo }) => {
+  // The default image (Debian) resumes its booted snapshot too: see debian.spec.ts.
+  await page.goto(smallImage(repo));
+  await expect(page.getByTestId("machine-name")).toHaveText("small");
   await waitForShell(page);
   await expect(terminal(page)).not.toContainText("Welcome to Sandglass"); // resumed, not booted
   await page.goto("about:blank");

@@ -24,10 +24,10 @@ export interface RepoServer {
 export const APP_ROOT = resolve("dist");
 export const REPO_ROOT = resolve(process.env.SANDGLASS_REPO ?? "build/repo");
 
-/** Starts a server on a free loopback port; the caller closes it. */
-export async function serve(repoRoot = REPO_ROOT): Promise<RepoServer> {
+/** Starts a server on a free loopback port; the caller closes it. `relay`: the guests' TCP relay. */
+export async function serve(repoRoot = REPO_ROOT, options: { relay?: boolean } = {}): Promise<RepoServer> {
   const requests: RequestLog[] = [];
-  const server = await startServer({ repoRoot, appRoot: APP_ROOT, onRequest: (r) => requests.push(r) });
+  const server = await startServer({ repoRoot, appRoot: APP_ROOT, onRequest: (r) => requests.push(r), relay: options.relay ?? false });
   return {
     url: server.url,
     requests,
@@ -48,6 +48,14 @@ export const test = base.extend<{ repo: RepoServer }>({
 });
 
 export { expect };
+
+/**
+ * The small busybox image (booted snapshot): most tests use it, where the real Debian guest adds
+ * nothing but time. Its machine is named "small".
+ */
+export function smallImage(repo: RepoServer): string {
+  return `${repo.url}#/i/small`;
+}
 
 /** The serial terminal's visible text. */
 export function terminal(page: Page) {
@@ -87,4 +95,38 @@ export async function waitForShell(page: Page): Promise<void> {
 /** Waits until every change is in a checkpoint, so a reload resumes with it. */
 export async function waitForSaved(page: Page): Promise<void> {
   await expect(page.getByTestId("saved")).toHaveAttribute("data-saved", "true", { timeout: 60_000 });
+}
+
+const manual = (page: Page) => page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
+
+/** Clicks "Checkpoint" and waits for it on the timeline (which follows the newest point); returns its id. */
+export async function checkpoint(page: Page): Promise<string> {
+  const known = new Set(await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id"))));
+  await page.getByRole("button", { name: "Checkpoint" }).click();
+  let id = "";
+  await expect
+    .poll(async () => {
+      const ids = await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id")));
+      id = ids.find((i) => i && !known.has(i)) ?? "";
+      return id;
+    })
+    .not.toBe("");
+  return id;
+}
+
+/** Scrolls the timeline strip from its start, as a person would, until the point is shown; clicks it. */
+export async function clickPoint(page: Page, selector: string): Promise<void> {
+  const strip = page.getByTestId("strip");
+  await strip.evaluate((el) => (el.scrollLeft = 0));
+  for (let i = 0; i < 200; i++) {
+    const target = strip.locator(selector);
+    if ((await target.count()) > 0) {
+      await target.first().scrollIntoViewIfNeeded();
+      await target.first().click();
+      return;
+    }
+    await strip.evaluate((el) => (el.scrollLeft += el.clientWidth / 2));
+    await page.waitForTimeout(50);
+  }
+  throw new Error(`no timeline point matches ${selector}`);
 }

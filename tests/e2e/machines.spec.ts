@@ -2,10 +2,10 @@
  * Issue 3: several machines side by side, each renamed, discarded or started fresh from its image,
  * each keeping its own disk.
  */
-import { expect, run, test, waitForSaved, waitForShell } from "./fixtures.ts";
+import { expect, smallImage, run, test, waitForSaved, waitForShell } from "./fixtures.ts";
 
 test("machines: start a fresh one beside the first, rename, switch, discard", async ({ page, repo }) => {
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   await run(page, "echo first-$((1+1)) > /root/which; sync; echo ok-$((2+2))", "ok-4");
   await waitForSaved(page);

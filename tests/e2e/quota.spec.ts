@@ -9,7 +9,7 @@ import { chromium } from "@playwright/test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { expect, run, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
+import { expect, smallImage, run, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
 
 test("a full quota says so, keeps the machine running, and loses no write once there is room", async ({ repo, launchOptions }) => {
   const profile = await mkdtemp(join(tmpdir(), "sandglass-quota-"));
@@ -22,7 +22,7 @@ test("a full quota says so, keeps the machine running, and loses no write once t
     // page loads: enough to open the site's booted machine (~21 MiB stored, ~31 MiB with its
     // first checkpoint), not enough for 16 MiB more that do not compress.
     await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 32 * 2 ** 20 });
-    await page.goto(repo.url);
+    await page.goto(smallImage(repo));
     await waitForShell(page);
     await run(page, "dd if=/dev/urandom of=/root/big bs=1M count=16 2>/dev/null; sync; echo wrote-$((6*7))", "wrote-42");
     await expect(page.getByTestId("notice")).toContainText("storage for Sandglass is full", { timeout: 60_000 });

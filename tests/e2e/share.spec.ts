@@ -6,7 +6,7 @@
 import { writeFile, readFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Browser, Page } from "@playwright/test";
-import { expect, REPO_ROOT, run, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
+import { expect, smallImage, REPO_ROOT, run, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
 
 /** Publishes the machine as it is now; returns the link and how many chunk files were uploaded. */
 async function shareNow(page: Page, repo: RepoServer): Promise<{ link: string; uploads: number; total: number }> {
@@ -35,7 +35,7 @@ test("a published point opens elsewhere with its files and running programs; rep
   repo,
   browser,
 }) => {
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   await run(page, "echo shared-$((6*7)) > /root/shared.txt; sync; sleep 31337 & echo started-$((2+2))", "started-4");
   await waitForSaved(page);
@@ -68,7 +68,7 @@ test("a published point opens elsewhere with its files and running programs; rep
 });
 
 test("unknown, truncated and corrupted snapshots fail clearly and leave local machines alone", async ({ page, repo }) => {
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   await run(page, "echo mine-$((4*4)) > /root/mine.txt; sync; echo ok-$((1+1))", "ok-2");
   await waitForSaved(page);
@@ -103,13 +103,13 @@ test("unknown, truncated and corrupted snapshots fail clearly and leave local ma
 
   // The person's own machine is untouched.
   await page.goto("about:blank");
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   await run(page, "cat /root/mine.txt", "mine-16");
 });
 
 test("export to a file, import it in another browser with the server stopped", async ({ page, repo, browser }) => {
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   await run(page, "echo exported-$((8*8)) > /root/exported.txt; sync; echo ok-$((2+3))", "ok-5");
   await waitForSaved(page);
@@ -125,7 +125,7 @@ test("export to a file, import it in another browser with the server stopped", a
   // B has the app open (its own machine), then the server goes away.
   const context = await browser.newContext();
   const b = await context.newPage();
-  await b.goto(repo.url);
+  await b.goto(smallImage(repo));
   await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
   // The app registers its service worker a few seconds after start and says when it has kept the
   // app's files (src/main.ts); only then can the page reload without the server.

@@ -2,45 +2,10 @@
  * Issue 3 acceptance: checkpoints, whole-machine rewind without reboot, branches that keep the
  * other future, disk-only rewind to an exact write, and resume after reload.
  */
-import type { Page } from "@playwright/test";
-import { expect, run, terminal, test, waitForShell } from "./fixtures.ts";
-
-const manual = (page: Page) => page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
-
-/** Clicks "Checkpoint" and waits for it on the timeline (which follows the newest point); returns its id. */
-async function checkpoint(page: Page): Promise<string> {
-  const known = new Set(await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id"))));
-  await page.getByRole("button", { name: "Checkpoint" }).click();
-  let id = "";
-  await expect
-    .poll(async () => {
-      const ids = await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id")));
-      id = ids.find((i) => i && !known.has(i)) ?? "";
-      return id;
-    })
-    .not.toBe("");
-  return id;
-}
-
-/** Scrolls the timeline strip from its start, as a person would, until the point is shown; clicks it. */
-async function clickPoint(page: Page, selector: string): Promise<void> {
-  const strip = page.getByTestId("strip");
-  await strip.evaluate((el) => (el.scrollLeft = 0));
-  for (let i = 0; i < 200; i++) {
-    const target = strip.locator(selector);
-    if ((await target.count()) > 0) {
-      await target.first().scrollIntoViewIfNeeded();
-      await target.first().click();
-      return;
-    }
-    await strip.evaluate((el) => (el.scrollLeft += el.clientWidth / 2));
-    await page.waitForTimeout(50);
-  }
-  throw new Error(`no timeline point matches ${selector}`);
-}
+import { checkpoint, clickPoint, expect, smallImage, run, terminal, test, waitForShell } from "./fixtures.ts";
 
 test("rewind to a checkpoint, branch, switch branches, reload resumes", async ({ page, repo }) => {
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   // A shell variable lives only in RAM: seeing it after a rewind proves there was no reboot.
   await run(page, "export MARK=ram-$((6*7)); echo precious-$((2*21)) > /root/keep.txt; sync; echo saved-$((1+1))", "saved-2");
@@ -78,7 +43,7 @@ test("rewind to a checkpoint, branch, switch branches, reload resumes", async ({
 });
 
 test("disk-only rewind to a point between two writes cold-boots on exactly that content", async ({ page, repo }) => {
-  await page.goto(repo.url);
+  await page.goto(smallImage(repo));
   await waitForShell(page);
   await run(page, "echo first-version > /root/f; sync; sha256sum /root/f | cut -c1-16 | sed 's/^/sum1=/'", /sum1=[0-9a-f]{16}/);
   const text = await page.locator(".terminal .xterm-rows").innerText();

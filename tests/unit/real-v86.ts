@@ -14,7 +14,10 @@ const v86Build = join(dirname(createRequire(import.meta.url).resolve("v86")), ".
  * Resolves once v86 has loaded. `exports` sees v86's WebAssembly exports and returns what v86 is
  * to use (the page wraps them, see lazy-zeroing.ts).
  */
-export async function loadedV86(exports: (raw: WebAssembly.Exports) => WebAssembly.Exports = (raw) => raw): Promise<V86> {
+export async function loadedV86(
+  exports: (raw: WebAssembly.Exports) => WebAssembly.Exports = (raw) => raw,
+  extra: { filesystem?: Record<string, never> } = {},
+): Promise<V86> {
   const emulator = new V86({
     wasm_fn: async (imports) => {
       const module = await WebAssembly.compile(await readFile(join(v86Build, "v86.wasm")));
@@ -26,6 +29,7 @@ export async function loadedV86(exports: (raw: WebAssembly.Exports) => WebAssemb
     vga_bios: { buffer: (await readFile("/usr/share/seabios/vgabios.bin")).buffer },
     autostart: false,
     disable_speaker: true,
+    ...extra,
   });
   await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
   return emulator;

@@ -1,0 +1,2 @@
+# The page's terminal speaks UTF-8.
+export LANG=C.UTF-8

@@ -1,0 +1,40 @@
+import { describe, expect, it } from "vitest";
+import { LEGACY_HARDWARE, ManifestError, hardwareOf, parseManifest } from "../../src/engine/repo-format.ts";
+
+const image = {
+  format: "sandglass-disk",
+  version: 1,
+  kind: "image",
+  name: "default",
+  size: 8192,
+  chunkSize: 4096,
+  chunks: [null, null],
+  sha256: "0".repeat(64),
+};
+
+describe("manifest hardware", () => {
+  it("is the first machine shape when a manifest predates it", () => {
+    expect(hardwareOf(parseManifest(image))).toEqual(LEGACY_HARDWARE);
+  });
+
+  it("round-trips, and a snapshot's RAM is the one its state was taken with", () => {
+    const hardware = { memoryBytes: 256 << 20, network: true, sharedFolder: true };
+    expect(hardwareOf(parseManifest({ ...image, hardware }))).toEqual(hardware);
+    const snapshot = parseManifest({
+      ...image,
+      kind: "snapshot",
+      name: "a".repeat(26),
+      sha256: undefined,
+      parent: { kind: "image", name: "default" },
+      hardware,
+      machine: { pieces: [], stateBytes: 0, memoryBytes: 128 << 20 },
+    });
+    expect(hardwareOf(snapshot)).toEqual({ ...hardware, memoryBytes: 128 << 20 });
+  });
+
+  it("refuses a malformed shape", () => {
+    for (const hardware of [{}, { memoryBytes: 1000, network: true, sharedFolder: false }, { memoryBytes: 64 << 20, network: "yes", sharedFolder: false }]) {
+      expect(() => parseManifest({ ...image, hardware })).toThrow(ManifestError);
+    }
+  });
+});
