@@ -41,9 +41,17 @@ if [[ ${1:-} != --force && -f $OUT/disk.img && -f $OUT/.stamp && $(cat "$OUT/.st
   exit 0
 fi
 started=$SECONDS
+# mmdebstrap mounts /proc, /sys and /dev inside the root it builds; a build killed mid-way could
+# leave them mounted, and removing the work folder would then reach into the host's.
+if [[ -d $WORK ]] && findmnt -rno TARGET | grep -q "^$(realpath "$WORK")/"; then
+  die "a stopped build left file systems mounted under $WORK (see findmnt); unmount them, then run again"
+fi
 rm -rf "$WORK"
 mkdir -p "$WORK" "$OUT" "$CACHE"
 
+# The emulator's virtio devices (network card, shared folder) load with the disk's modules: busybox
+# insmod in the initramfs is seconds faster in the emulator than kmod's modprobe after it.
+INITRD_MODULES="$INITRD_MODULES virtio_pci virtio_net 9pnet_virtio 9p"
 say "kernel $KPKG and initramfs"
 unpack_kernel "$WORK/kernel"
 dpkg-deb -x "$(fetch_deb busybox-static)" "$WORK/busybox"

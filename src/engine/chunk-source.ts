@@ -99,7 +99,8 @@ export async function loadManifest(store: LocalStore, source: MachineSource, fet
   if (manifest.kind !== source.kind || manifest.name !== source.name) {
     throw new RepositoryError(`The manifest at ${url} describes ${manifest.kind} "${manifest.name}", not ${source.kind} "${source.name}".`);
   }
-  await store.putManifest({ url, manifest, fetched: Date.now() });
+  // Kept for opening offline; a 2 GiB disk's manifest is ~1 MB, so opening does not wait for it.
+  store.putManifest({ url, manifest, fetched: Date.now() }).catch(() => undefined);
   return manifest;
 }
 

@@ -8,9 +8,10 @@
  * The checks share one browser profile and one machine (they run in order), as a person would.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { createServer, type Server } from "node:net";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { BrowserContext, Page } from "@playwright/test";
 import { checkpoint, clickPoint, expect, REPO_ROOT, run, serve, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
 
@@ -44,11 +45,11 @@ async function recordConsole(ctx: BrowserContext): Promise<void> {
   });
 }
 
-/** Runs a command whose output ends in `<tag>=<value>` and returns the value. */
+/** Runs a command whose output ends in `<tag>=<value>` and returns the value (its newest answer). */
 async function value(p: Page, command: string, tag: string, pattern = "[0-9a-f]{64}"): Promise<string> {
-  const re = new RegExp(`${tag}=(${pattern})`);
-  await run(p, `${command} | sed 's/^/${tag}=/'`, re);
-  return re.exec(await terminal(p).innerText())![1]!;
+  const source = `\\b${tag}=(${pattern})`;
+  await run(p, `${command} | sed 's/^/${tag}=/'`, new RegExp(source));
+  return [...(await terminal(p).innerText()).matchAll(new RegExp(source, "g"))].pop()![1]!;
 }
 
 function noLockupWarnings(text: string): void {
@@ -143,14 +144,23 @@ test("files in and out through /shared: same sha256, kept by reload, following r
   expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "back")).toBe(sha256(incoming));
 
   // Over the limit: a clear message, and nothing of it in the guest.
-  await page.getByTestId("shared-input").setInputFiles({ name: "huge.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(65 * 2 ** 20, 1) });
+  const huge = join(await mkdtemp(join(tmpdir(), "sandglass-huge-")), "huge.bin");
+  await writeFile(huge, Buffer.alloc(65 * 2 ** 20, 1));
+  await page.getByTestId("shared-input").setInputFiles(huge);
+  await rm(dirname(huge), { recursive: true });
   await expect(page.getByTestId("notice")).toContainText("Not added: the shared folder holds at most 64.0 MiB");
   await run(page, "ls /shared | tr '\\n' ' ' | sed 's/^/now=/'; echo", "now=in.bin out.bin");
 });
 
-/** e2fsck of the mounted root, frozen so that what is on the disk is consistent. */
+/**
+ * A full e2fsck of the root file system, remounted read-only meanwhile so that what is on the
+ * disk is complete (checking it mounted read-write reports stale summary counts; freezing it
+ * instead made e2fsck hang). It reads every inode table and directory: a minute or more here.
+ */
 async function fsckClean(p: Page, tag: string): Promise<void> {
-  await run(p, `sync; fsfreeze -f / && e2fsck -fn /dev/sda2 >/tmp/fsck.log 2>&1; r=$?; fsfreeze -u /; echo ${tag}=$r`, new RegExp(`${tag}=\\d`));
+  await p.locator(".terminal .xterm-helper-textarea").focus();
+  await p.keyboard.type(`sync; mount -o remount,ro / && { e2fsck -fn /dev/sda2 >/tmp/fsck.log 2>&1; r=$?; mount -o remount,rw /; echo ${tag}=$r; }\n`);
+  await expect(terminal(p)).toContainText(new RegExp(`${tag}=\\d`), { timeout: 600_000 });
   const text = await terminal(p).innerText();
   if (!text.includes(`${tag}=0`)) {
     await run(p, "tail -20 /tmp/fsck.log; echo end-$((9*9))", "end-81");
@@ -159,6 +169,7 @@ async function fsckClean(p: Page, tag: string): Promise<void> {
 }
 
 test("a disk-only rewind cold-boots the real kernel to a shell; e2fsck is clean after a rewind and a reload", async () => {
+  test.setTimeout(30 * 60_000); // a cold boot and two full e2fsck runs in the emulator
   await run(page, "echo before-$((3*3)) > /root/mark; sync; echo ok-$((4*4))", "ok-16");
   page.once("dialog", (d) => void d.accept("before the damage"));
   await page.getByRole("button", { name: "Bookmark" }).click();
