@@ -2,7 +2,7 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|boot-debian|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|boot-debian|first-visit|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}; a first visit (booted snapshot) vs v86
@@ -251,20 +251,7 @@ async function bootBench(browser: Browser, servers: Servers, guest: Guest): Prom
   await checkpointBench(page, guest);
   await sandglass.close();
 
-  // A new visitor: the image's booted snapshot, empty storage, a fresh browser profile each.
-  for (const [name, resumeBaseline] of [
-    ["(e) Sandglass first visit, booted snapshot", false],
-    ["(f) v86 initial_state {url} + {url, async: true} disk, same state", true],
-  ] as const) {
-    const visitor = await browser.newContext();
-    page = await visitor.newPage();
-    await measure(name, () =>
-      resumeBaseline
-        ? timeBaseline(page, `${servers.baseline.url}?mode=state&${guest.baselineQuery}`, true)
-        : timeApp(page, `${servers.app.url}#/i/${guest.booted}`, true),
-    );
-    await visitor.close();
-  }
+  await firstVisits(browser, servers, guest, measure);
 
   for (const [name, mode] of [
     ["(c) v86 {buffer}", "buffer"],
@@ -278,6 +265,60 @@ async function bootBench(browser: Browser, servers: Servers, guest: Guest): Prom
   table(
     `Boot, ${guest.label}: page open → shell answering (image ${mib(imageBytes)}, ${guest.memoryMiB} MiB RAM)`,
     ["Scenario", "Time", "Disk bytes fetched", "Share of image"],
+    rows,
+  );
+}
+
+/**
+ * A new visitor, a fresh browser profile each: Sandglass resuming the image's booted snapshot,
+ * then plain v86 resuming the same state (initial_state over HTTP, lazy range disk), `rounds` times.
+ */
+async function firstVisits(
+  browser: Browser,
+  servers: Servers,
+  guest: Guest,
+  measure: (name: string, run: () => Promise<number>) => Promise<void>,
+  rounds = 1,
+): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, resumeBaseline] of [
+      ["(e) Sandglass first visit, booted snapshot", false],
+      ["(f) v86 initial_state {url} + {url, async: true} disk, same state", true],
+    ] as const) {
+      const visitor = await browser.newContext();
+      const page = await visitor.newPage();
+      await measure(name, () =>
+        resumeBaseline
+          ? timeBaseline(page, `${servers.baseline.url}?mode=state&${guest.baselineQuery}`, true)
+          : timeApp(page, `${servers.app.url}#/i/${guest.booted}`, true),
+      );
+      await visitor.close();
+    }
+  }
+}
+
+/** `first-visit`: rows (e) and (f) alone, three rounds alternating. */
+async function firstVisitBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
+  const rows: (string | number)[][] = [];
+  const imageBytes = Number(
+    (await fetch(new URL(`repo/raw/${guest.raw}.img`, servers.app.url), { method: "HEAD" })).headers.get("content-length"),
+  );
+  await firstVisits(
+    browser,
+    servers,
+    guest,
+    async (name, run) => {
+      const from = servers.requests.length;
+      const ms = await run();
+      const bytes = servers.requests.slice(from).filter((r) => r.path.startsWith("/repo/")).reduce((n, r) => n + r.bytes, 0);
+      rows.push([name, secs(ms), mib(bytes), ((100 * bytes) / imageBytes).toFixed(2) + " %"]);
+      console.log(`  ${name}: ${secs(ms)}, ${mib(bytes)}`);
+    },
+    3,
+  );
+  table(
+    `First visit, ${guest.label}: page open in a fresh profile → shell answering (image ${mib(imageBytes)}, ${guest.memoryMiB} MiB RAM)`,
+    ["Scenario", "Time", "Repository bytes (state, manifests, chunks)", "Share of image"],
     rows,
   );
 }
@@ -299,9 +340,11 @@ async function checkpointBench(page: Page, guest: Guest): Promise<void> {
   const marker = Math.floor(Math.random() * 1e6);
   await typeApp(page, `${guest.busy}; echo busy-$((${marker}+1))\n`);
   await waitFor(async () => (await serialOfApp(page)).includes(`busy-${marker + 1}`), 180_000, "busy command");
-  const before = await manual.count();
+  // Its card may not be the newest shown (an automatic one can land first): wait for its cost.
+  const cost = page.getByTestId("checkpoint-cost");
+  const previous = await cost.innerText();
   await page.getByRole("button", { name: "Checkpoint" }).click();
-  await waitFor(async () => (await manual.count()) > before, 60_000, "checkpoint");
+  await waitFor(async () => (await cost.innerText()) !== previous, 120_000, "checkpoint");
   rows.push([`checkpoint after: ${guest.busy.length > 60 ? guest.busy.slice(0, 57) + "…" : guest.busy}`, (await page.getByTestId("checkpoint-cost").innerText()).replace("last checkpoint: ", "")]);
   const target = await manual.first().getAttribute("data-id");
   for (let i = 0; i < 3; i++) {
@@ -364,6 +407,7 @@ async function main(): Promise<void> {
   try {
     if (which === "boot" || which === "all") await bootBench(browser, servers, guestOf());
     if (which === "boot-debian" || which === "all") await bootBench(browser, servers, guestOf("debian"));
+    if (which === "first-visit") await firstVisitBench(browser, servers, guestOf());
     if (which === "history" || which === "all") await historyBench(browser, servers, { dd: true, rewind: true });
     if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });
     if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });
