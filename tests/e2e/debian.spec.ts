@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { createServer, type Server } from "node:net";
 import { dirname, join } from "node:path";
 import type { BrowserContext, Page } from "@playwright/test";
-import { checkpoint, clickPoint, expect, REPO_ROOT, run, serve, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
+import { clickPoint, expect, REPO_ROOT, run, serve, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
 
 test.describe.configure({ mode: "serial" });
 
@@ -50,6 +50,14 @@ async function value(p: Page, command: string, tag: string, pattern = "[0-9a-f]{
   const source = `\\b${tag}=(${pattern})`;
   await run(p, `${command} | sed 's/^/${tag}=/'`, new RegExp(source));
   return [...(await terminal(p).innerText()).matchAll(new RegExp(source, "g"))].pop()![1]!;
+}
+
+/** The id of the newest checkpoint on the timeline (automatic or not). */
+async function newestCheckpoint(p: Page): Promise<string> {
+  return p.evaluate(() => {
+    const s = (window as unknown as { sandglass: { timeline: { checkpoints: { id: string; time: number }[] } | null } }).sandglass;
+    return [...(s.timeline?.checkpoints ?? [])].sort((a, b) => b.time - a.time)[0]?.id ?? "";
+  });
 }
 
 function noLockupWarnings(text: string): void {
@@ -106,7 +114,7 @@ test("the guest fetches a file from the app's own server over HTTP; a checkpoint
   const expected = sha256(await readFile(join(REPO_ROOT, "bios/seabios.bin")));
   const fetch = `curl -sf http://${port}.external/repo/bios/seabios.bin -o /root/bios.bin && sha256sum /root/bios.bin | cut -c1-64`;
   expect(await value(page, fetch, "http")).toBe(expected);
-  await checkpoint(page);
+  await waitForSaved(page); // the automatic checkpoint after the download
   await page.reload();
   await waitForShell(page);
   await run(page, "rm -f /root/bios.bin; echo $((1+1))", "2");
@@ -132,11 +140,14 @@ test("files in and out through /shared: same sha256, kept by reload, following r
   expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "kept")).toBe(sha256(incoming));
 
   // A checkpoint with both files; then one removed and another added; the rewind brings back the first state.
-  const both = await checkpoint(page);
+  await run(page, "sync; echo marked-$((7*3))", "marked-21");
+  await waitForSaved(page);
+  const both = await newestCheckpoint(page);
   await run(page, "rm /shared/in.bin; echo gone-$((2+3))", "gone-5");
   await page.getByTestId("shared-input").setInputFiles({ name: "late.txt", mimeType: "text/plain", buffer: Buffer.from("late\n") });
   await expect(page.getByTestId("shared-files")).toContainText("late.txt");
-  await checkpoint(page);
+  await expect.poll(() => newestCheckpoint(page), { timeout: 60_000 }).not.toBe(both);
+  await waitForSaved(page);
   await clickPoint(page, `[data-id="${both}"]`);
   await expect(page.getByTestId("status")).toHaveText("Running");
   await run(page, "ls /shared | tr '\\n' ' ' | sed 's/^/ls=/'; echo", "ls=in.bin out.bin");
