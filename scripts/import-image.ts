@@ -18,6 +18,7 @@ import {
   DEFAULT_CHUNK_SIZE,
   FORMAT,
   FORMAT_VERSION,
+  LEGACY_HARDWARE,
   chunkPath,
   isValidImageName,
   manifestPath,
@@ -179,7 +180,7 @@ async function main(): Promise<void> {
     ...(values.memory || values.network || values["shared-folder"]
       ? {
           hardware: {
-            memoryBytes: Number(values.memory ?? 64) * 2 ** 20,
+            memoryBytes: values.memory ? Number(values.memory) * 2 ** 20 : LEGACY_HARDWARE.memoryBytes,
             network: values.network,
             sharedFolder: values["shared-folder"],
           },

@@ -3,7 +3,7 @@
  * browser), the relay the app's server offers (`config.json` next to the app, written by
  * `server/main.ts --wisp`), else "fetch": HTTP through the browser, no server needed.
  */
-export const RELAY_KEY = "sandglass:relay";
+const RELAY_KEY = "sandglass:relay";
 
 /** A relay the page can use: "fetch", or a wisp:// or wisps:// URL. */
 export function isRelay(value: string): boolean {
@@ -23,10 +23,4 @@ export async function chooseRelay(): Promise<string> {
     // No config: the default.
   }
   return "fetch";
-}
-
-/** Keeps the person's choice ("" forgets it); it applies from the next start of the page. */
-export function setRelay(value: string): void {
-  if (value) localStorage.setItem(RELAY_KEY, value);
-  else localStorage.removeItem(RELAY_KEY);
 }

@@ -3,10 +3,10 @@
  * the page and the build's booted snapshot (scripts/publish-booted.ts) both take it from here and
  * from the image's `hardware` (repo-format.ts).
  */
-import type { Hardware } from "../engine/repo-format.ts";
+import { LEGACY_HARDWARE, type Hardware } from "../engine/repo-format.ts";
 
 /** Guest RAM of machines whose image does not say (the small busybox image). */
-export const DEFAULT_MEMORY = 64 * 1024 * 1024;
+export const DEFAULT_MEMORY = LEGACY_HARDWARE.memoryBytes;
 export const VGA_MEMORY = 8 * 1024 * 1024;
 
 /**
