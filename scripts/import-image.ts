@@ -3,7 +3,7 @@
  *
  *   tsx scripts/import-image.ts --image disk.img --repo build/repo --name default \
  *       [--description text] [--chunk-size 65536] [--bios-dir dir]
- *       [--memory MiB] [--network] [--shared-folder]     (the machine it boots in: `hardware`)
+ *       [--memory MiB] [--network] [--shared-folder] [--vga-memory MiB]   (the machine it boots in: `hardware`)
  *
  * Chunks are written once under their content hash, gzip'd only when that saves space, and
  * all-zero chunks are not stored at all. Re-importing unchanged input rewrites nothing.
@@ -160,12 +160,13 @@ async function main(): Promise<void> {
       memory: { type: "string" },
       network: { type: "boolean", default: false },
       "shared-folder": { type: "boolean", default: false },
+      "vga-memory": { type: "string" },
     },
   });
   if (!values.image || !values.repo || !values.name) {
     console.error(
       "usage: import-image --image FILE --repo DIR --name NAME [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
-        "[--memory MiB] [--network] [--shared-folder]",
+        "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB]",
     );
     process.exit(2);
   }
@@ -177,12 +178,13 @@ async function main(): Promise<void> {
     description: values.description,
     chunkSize: values["chunk-size"] ? Number(values["chunk-size"]) : undefined,
     biosDir: values["bios-dir"],
-    ...(values.memory || values.network || values["shared-folder"]
+    ...(values.memory || values.network || values["shared-folder"] || values["vga-memory"]
       ? {
           hardware: {
             memoryBytes: values.memory ? Number(values.memory) * 2 ** 20 : LEGACY_HARDWARE.memoryBytes,
             network: values.network,
             sharedFolder: values["shared-folder"],
+            vgaMemoryBytes: values["vga-memory"] ? Number(values["vga-memory"]) * 2 ** 20 : LEGACY_HARDWARE.vgaMemoryBytes,
           },
         }
       : {}),

@@ -75,6 +75,9 @@ const stamp = createHash("sha256")
   // How the state is cut into pieces (a change re-publishes).
   .update(await readFile(new URL("../src/engine/snapshot.ts", import.meta.url)))
   .update(await readFile(new URL("../src/engine/repo-format.ts", import.meta.url)))
+  // What the state holds of the disk and the machine's shape.
+  .update(await readFile(new URL("../src/vm/disk-adapter.ts", import.meta.url)))
+  .update(await readFile(new URL("../src/vm/machine-config.ts", import.meta.url)))
   .update(await readFile(join(v86Dir, "v86.wasm")))
   .digest("hex");
 const stampPath = join(guest, ".booted-stamp");

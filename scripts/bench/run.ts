@@ -187,7 +187,7 @@ export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
         booted: "default",
         raw: "default",
         memoryMiB: 256,
-        baselineQuery: "image=default&memory=256&devices=1",
+        baselineQuery: "image=default&memory=256&vga=2&devices=1",
         busy: `printf '#include <stdio.h>\\nint main(void){puts("hi");return 0;}\\n' > /root/b.c && gcc -O2 -o /root/b /root/b.c && /root/b`,
       }
     : {

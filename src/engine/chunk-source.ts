@@ -68,8 +68,14 @@ export function manifestUrl(source: MachineSource): string {
  * Loads a manifest: the network's copy when reachable (and remembered), else the last good copy,
  * so a machine whose chunks are all local opens offline.
  */
-export async function loadManifest(store: LocalStore, source: MachineSource, fetchFn: Fetch): Promise<DiskManifest> {
+export async function loadManifest(
+  storage: LocalStore | Promise<LocalStore>,
+  source: MachineSource,
+  fetchFn: Fetch,
+): Promise<DiskManifest> {
   const url = manifestUrl(source);
+  // The request need not wait for IndexedDB to open (the store is only the fallback and the copy).
+  const store = { getManifest: async (u: string) => (await storage).getManifest(u) };
   let response: Response;
   try {
     response = await fetchFn(url, { cache: "no-cache" });
@@ -100,7 +106,9 @@ export async function loadManifest(store: LocalStore, source: MachineSource, fet
     throw new RepositoryError(`The manifest at ${url} describes ${manifest.kind} "${manifest.name}", not ${source.kind} "${source.name}".`);
   }
   // Kept for opening offline; a 2 GiB disk's manifest is ~1 MB, so opening does not wait for it.
-  store.putManifest({ url, manifest, fetched: Date.now() }).catch(() => undefined);
+  Promise.resolve(storage)
+    .then((store) => store.putManifest({ url, manifest, fetched: Date.now() }))
+    .catch(() => undefined);
   return manifest;
 }
 

@@ -98,12 +98,32 @@ const sameSource = (a: MachineSource, b: MachineSource) => a.repo === b.repo && 
 const summary = ({ refs: _refs, pieceCount: _count, ...rest }: CheckpointRecord): CheckpointSummary => rest;
 
 /** A snapshot's machine state: every piece fetched (in parallel) and verified, in order. */
-async function fetchState(base: ChunkSource, m: MachineStateRef): Promise<Uint8Array[]> {
-  const pieces = await Promise.all(m.pieces.map((ref, i) => base.getRef(ref, null, `machine state piece ${i}`, false)));
-  if (pieces.reduce((n, p) => n + p.byteLength, 0) !== m.stateBytes) {
-    throw new Error("The snapshot's machine state has the wrong size; it cannot be resumed.");
-  }
-  return pieces;
+/** A published machine state as fetched: its pieces (stored later as a checkpoint) and the whole. */
+interface FetchedState {
+  pieces: Uint8Array[];
+  joined: Uint8Array;
+}
+
+async function fetchState(base: ChunkSource, m: MachineStateRef): Promise<FetchedState> {
+  const wrongSize = () => new Error("The snapshot's machine state has the wrong size; it cannot be resumed.");
+  const joined = new Uint8Array(m.stateBytes);
+  const pieces: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(m.pieces.length);
+  let next = 0;
+  let at = 0;
+  await Promise.all(
+    m.pieces.map(async (ref, i) => {
+      pieces[i] = await base.getRef(ref, null, `machine state piece ${i}`, false);
+      // Each piece is copied into place once those before it have come, so joining tens of MiB
+      // overlaps the downloads instead of holding up the resume after the last one.
+      for (let p = pieces[next]; p; p = pieces[++next]) {
+        if (at + p.byteLength > joined.byteLength) throw wrongSize();
+        joined.set(p, at);
+        at += p.byteLength;
+      }
+    }),
+  );
+  if (at !== m.stateBytes) throw wrongSize();
+  return { pieces: pieces as Uint8Array[], joined };
 }
 
 export class DiskService {
@@ -117,7 +137,15 @@ export class DiskService {
   private hardware: Hardware = LEGACY_HARDWARE;
   /** The shared point of a snapshot being opened, while its state streams in (see open). */
   private shared:
-    | { id: string; summary: CheckpointSummary; state: Promise<Uint8Array[]>; stored: Promise<void>; delivered: () => void }
+    | {
+        id: string;
+        summary: CheckpointSummary;
+        state: Promise<FetchedState>;
+        stored: Promise<void>;
+        delivered: () => void;
+        /** Its joined state went to the page (moved, on a worker): later restores load the checkpoint. */
+        handedOut: boolean;
+      }
     | undefined;
   private activity: ActivityBucket[] = [];
   private activitySeq = 0;
@@ -140,7 +168,11 @@ export class DiskService {
   }
 
   async open(request: OpenRequest): Promise<MachineInfo> {
-    const store = await this.store();
+    const storeReady = this.store();
+    // A new visitor's manifest is on its way while IndexedDB opens (slow in a fresh profile).
+    const early = "repo" in request ? loadManifest(storeReady, request, this.deps.fetch) : undefined;
+    early?.catch(() => undefined); // awaited below
+    const store = await storeReady;
     const machines = await store.listMachines();
     let machine: MachineRecord | undefined;
     if ("machineId" in request) {
@@ -149,7 +181,7 @@ export class DiskService {
     }
     let source: MachineSource =
       machine?.source ?? ("repo" in request ? { repo: request.repo, kind: request.kind, name: request.name } : never());
-    let manifest = await loadManifest(store, source, this.deps.fetch);
+    let manifest = await (early ?? loadManifest(store, source, this.deps.fetch));
     const requested = source;
     if (!machine && manifest.booted) {
       // A new machine of an image that has a booted snapshot starts from it: a ready shell.
@@ -223,7 +255,7 @@ export class DiskService {
     store: LocalStore,
     machine: MachineRecord,
     m: MachineStateRef,
-    state: Promise<Uint8Array[]>,
+    state: Promise<FetchedState>,
   ): CheckpointSummary {
     const checkpoints = this.saved;
     const announced: CheckpointSummary = {
@@ -241,7 +273,7 @@ export class DiskService {
     };
     let delivered!: () => void;
     const handedOut = new Promise<void>((r) => (delivered = r));
-    const stored = state.then(async (pieces) => {
+    const stored = state.then(async ({ pieces }) => {
       await store.putMachine(machine);
       // Cutting and hashing tens of MiB would hold up handing the state to the page and the
       // guest's first disk reads: it waits until the machine has resumed.
@@ -254,7 +286,7 @@ export class DiskService {
       await checkpoints.save({ branch: 0, seq: 0 }, joinState(pieces), options, true);
     });
     stored.catch(() => undefined); // reported through restoreCheckpoint
-    this.shared = { id: announced.id, summary: announced, state, stored, delivered };
+    this.shared = { id: announced.id, summary: announced, state, stored, delivered, handedOut: false };
     return announced;
   }
 
@@ -316,10 +348,11 @@ export class DiskService {
   /** Moves the disk to a checkpoint's point and returns the machine state to restore (the caller's own copy). */
   async restoreCheckpoint(id: string): Promise<{ checkpoint: CheckpointSummary; state: Uint8Array }> {
     const shared = this.shared;
-    if (shared?.id === id && this.opened.now.seq === 0 && this.opened.now.branch === 0) {
+    if (shared?.id === id && !shared.handedOut && this.opened.now.seq === 0 && this.opened.now.branch === 0) {
       // Resuming the shared point as opened: its state straight from the network copy, the disk
       // already at its point (nothing written yet).
-      const state = joinState(await shared.state);
+      const state = (await shared.state).joined;
+      shared.handedOut = true;
       shared.delivered();
       return { checkpoint: shared.summary, state };
     }

@@ -145,8 +145,12 @@ export class V86DiskAdapter {
     fn(undefined);
   }
 
+  /**
+   * The disk's data is not in the state (the disk worker keeps it). The shape is that of v86's own
+   * lazy HTTP disk with no written blocks, so plain v86 can resume a Sandglass state too.
+   */
   get_state(): unknown[] {
-    return [];
+    return [[]];
   }
 
   set_state(_state: unknown[]): void {}

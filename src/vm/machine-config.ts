@@ -7,7 +7,6 @@ import { LEGACY_HARDWARE, type Hardware } from "../engine/repo-format.ts";
 
 /** Guest RAM of machines whose image does not say (the small busybox image). */
 export const DEFAULT_MEMORY = LEGACY_HARDWARE.memoryBytes;
-export const VGA_MEMORY = 8 * 1024 * 1024;
 
 /**
  * v86 options for a machine shape. `relay` picks the network backend: "fetch" (HTTP through the
@@ -16,7 +15,7 @@ export const VGA_MEMORY = 8 * 1024 * 1024;
 export function v86Devices(hardware: Hardware, relay: string) {
   return {
     memory_size: hardware.memoryBytes,
-    vga_memory_size: VGA_MEMORY,
+    vga_memory_size: hardware.vgaMemoryBytes,
     ...(hardware.network ? { net_device: { type: "virtio" as const, relay_url: relay } } : {}),
     // An empty in-memory 9p file system; its files are part of every saved state.
     ...(hardware.sharedFolder ? { filesystem: {} } : {}),

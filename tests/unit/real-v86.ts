@@ -6,7 +6,8 @@ import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { V86 } from "v86";
-import { DEFAULT_MEMORY, VGA_MEMORY } from "../../src/vm/machine-config.ts";
+import { DEFAULT_MEMORY } from "../../src/vm/machine-config.ts";
+import { DEFAULT_VGA_MEMORY } from "../../src/engine/repo-format.ts";
 
 const v86Build = join(dirname(createRequire(import.meta.url).resolve("v86")), "..", "build");
 
@@ -24,7 +25,7 @@ export async function loadedV86(
       return exports((await WebAssembly.instantiate(module, imports)).exports);
     },
     memory_size: DEFAULT_MEMORY,
-    vga_memory_size: VGA_MEMORY,
+    vga_memory_size: DEFAULT_VGA_MEMORY,
     bios: { buffer: (await readFile("/usr/share/seabios/bios.bin")).buffer },
     vga_bios: { buffer: (await readFile("/usr/share/seabios/vgabios.bin")).buffer },
     autostart: false,

@@ -18,8 +18,11 @@ describe("manifest hardware", () => {
   });
 
   it("round-trips, and a snapshot's RAM is the one its state was taken with", () => {
-    const hardware = { memoryBytes: 256 << 20, network: true, sharedFolder: true };
+    const hardware = { memoryBytes: 256 << 20, network: true, sharedFolder: true, vgaMemoryBytes: 2 << 20 };
     expect(hardwareOf(parseManifest({ ...image, hardware }))).toEqual(hardware);
+    // Video RAM came later: a shape without it has v86's default.
+    const { vgaMemoryBytes: _, ...older } = hardware;
+    expect(hardwareOf(parseManifest({ ...image, hardware: older }))).toEqual({ ...hardware, vgaMemoryBytes: 8 << 20 });
     const snapshot = parseManifest({
       ...image,
       kind: "snapshot",
@@ -33,7 +36,12 @@ describe("manifest hardware", () => {
   });
 
   it("refuses a malformed shape", () => {
-    for (const hardware of [{}, { memoryBytes: 1000, network: true, sharedFolder: false }, { memoryBytes: 64 << 20, network: "yes", sharedFolder: false }]) {
+    for (const hardware of [
+      {},
+      { memoryBytes: 1000, network: true, sharedFolder: false },
+      { memoryBytes: 64 << 20, network: "yes", sharedFolder: false },
+      { memoryBytes: 64 << 20, network: true, sharedFolder: false, vgaMemoryBytes: 3 << 20 },
+    ]) {
       expect(() => parseManifest({ ...image, hardware })).toThrow(ManifestError);
     }
   });
