@@ -1,7 +1,7 @@
 /**
  * Boots a guest image in v86 under Node (no browser, no Sandglass) and checks the shell answers:
  * a quick way to test scripts/build-image.sh or build-debian.sh on its own.
- *   tsx scripts/boot-smoke.ts [build/guest/disk.img] [--memory MiB] [--network] [--shared-folder]
+ *   tsx scripts/boot-smoke.ts [build/guest/disk.img] [--memory MiB] [--vga-memory MiB] [--network] [--shared-folder]
  *       [--run "command"]   (a command to run once the shell answers; its output is printed)
  */
 import { readFile } from "node:fs/promises";
@@ -16,6 +16,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     memory: { type: "string", default: "64" },
+    "vga-memory": { type: "string", default: "8" },
     network: { type: "boolean", default: false },
     "shared-folder": { type: "boolean", default: false },
     run: { type: "string" },
@@ -29,7 +30,15 @@ const started = performance.now();
 const memoryBytes = Number(values.memory) * 2 ** 20;
 const emulator = new V86({
   wasm_path: join(v86Dir, "v86.wasm"),
-  ...v86Devices({ memoryBytes, network: values.network, sharedFolder: values["shared-folder"] }, "fetch"),
+  ...v86Devices(
+    {
+      memoryBytes,
+      network: values.network,
+      sharedFolder: values["shared-folder"],
+      vgaMemoryBytes: Number(values["vga-memory"]) * 2 ** 20,
+    },
+    "fetch",
+  ),
   bios: { buffer: (await readFile(join(dir, "seabios.bin"))).buffer },
   vga_bios: { buffer: (await readFile(join(dir, "vgabios.bin"))).buffer },
   hda: { buffer },

@@ -140,8 +140,9 @@ EOF
   mke2fs -q -t ext4 -L sandglass -U "$ROOT_UUID" -m 0 \
     -E "hash_seed=$HASH_SEED,root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0,nodiscard" \
     "$@" -d "$root" "$work/root.img"
-  # mke2fs copies each file's ctime, which no tool can set on the source tree: pin it here.
-  (cd "$root" && find . | sed 's|^\.|/|; s|^//|/|' | LC_ALL=C sort | sed "s|.*|sif \"&\" ctime @$EPOCH|") > "$work/ctime.cmds"
+  # mke2fs copies each file's ctime, which no tool can set on the source tree, and its atime, which
+  # reading it during the build moved: pin both here.
+  (cd "$root" && find . | sed 's|^\.|/|; s|^//|/|' | LC_ALL=C sort | sed "s|.*|sif \"&\" ctime @$EPOCH\nsif \"&\" atime @$EPOCH|") > "$work/ctime.cmds"
   debugfs -w -f "$work/ctime.cmds" "$work/root.img" >/dev/null 2>&1 || die "debugfs could not pin timestamps"
   dd if="$work/root.img" of="$out" bs=512 seek=$ROOT_START conv=notrunc,sparse status=none
   rm -rf "$work"

@@ -14,10 +14,15 @@ chroot "$root" passwd -q -d root
 # pam_motd prints `uname -a` before our motd; the motd says enough.
 rm -f "$root/etc/update-motd.d/10-uname"
 # No package lists (the guest has no Debian mirror to install from; with them `apt list` takes
-# minutes in the emulator), and apt's cache of what is installed built now, so that the first
-# `apt list` writes nothing.
+# minutes in the emulator), and no apt binary cache: two runs of `apt-cache gencaches` write
+# different bytes, and the image is to be the same every build. The booted snapshot builds it in
+# the guest (scripts/prepare-guest.sh), so a first visit's `apt` does not.
 find "$root/var/lib/apt/lists" -maxdepth 1 -type f ! -name lock -delete
-chroot "$root" apt-cache gencaches >/dev/null
+rm -f "$root"/var/cache/apt/*.bin
+# The guest's clock resync (see the source), built with the guest's own compiler.
+cp "$here/src/sandglass-clock.c" "$root/tmp/"
+chroot "$root" gcc -O2 -Wall -s -o /usr/local/sbin/sandglass-clock /tmp/sandglass-clock.c
+rm "$root/tmp/sandglass-clock.c"
 # Left by the build; a guest that needs one makes its own.
 : > "$root/etc/machine-id"
 rm -f "$root/var/log/"*.log "$root/var/cache/debconf/"*-old "$root/var/lib/dpkg/"*-old

@@ -52,6 +52,19 @@ async function value(p: Page, command: string, tag: string, pattern = "[0-9a-f]{
   return [...(await terminal(p).innerText()).matchAll(new RegExp(source, "g"))].pop()![1]!;
 }
 
+/** Seconds the guest's clock is ahead of the host's (negative: behind). */
+async function clockOffset(p: Page): Promise<number> {
+  return Number(await value(p, "date +%s", "clock", "[0-9]+")) - Date.now() / 1000;
+}
+
+/**
+ * The guest's clock comes back to the host's after a resume (its NTP loop asks v86's router every
+ * 15 s); right after resuming it reads the time the state was saved.
+ */
+async function expectClockInSync(p: Page): Promise<void> {
+  await expect.poll(async () => Math.abs(await clockOffset(p)), { timeout: 90_000, intervals: [5_000] }).toBeLessThan(5);
+}
+
 /** The id of the newest checkpoint on the timeline (automatic or not). */
 async function newestCheckpoint(p: Page): Promise<string> {
   return p.evaluate(() => {
@@ -84,6 +97,7 @@ test("first visit resumes a running Debian, fetching a small share of the image;
   await page.goto(repo.url);
   await waitForShell(page);
   const answered = Date.now() - started;
+  const resumedOffset = await clockOffset(page);
   const fetched = repo.requests.filter((r) => r.path.startsWith("/repo/")).reduce((n, r) => n + r.bytes, 0);
   console.log(`first visit: shell answered ${answered} ms after goto, ${(fetched / 2 ** 20).toFixed(1)} MiB of a ${image.size / 2 ** 20} MiB image (${((100 * fetched) / image.size).toFixed(2)} %)`);
   expect(fetched).toBeLessThanOrEqual(0.05 * image.size);
@@ -96,6 +110,12 @@ test("first visit resumes a running Debian, fetching a small share of the image;
   // The VGA console has its login prompt; the serial console is root's shell.
   await expect(page.locator(".screen .text")).toContainText("sandglass login:");
   await run(page, "id -un | sed 's/^/user=/'; hostname | sed 's/^/host=/'", "host=sandglass");
+  // The booted snapshot was saved when the repository was built, minutes or days ago.
+  const { booted } = JSON.parse(await readFile(join(REPO_ROOT, "images/default.json"), "utf8")) as { booted: string };
+  const snapshot = JSON.parse(await readFile(join(REPO_ROOT, `snapshots/${booted}.json`), "utf8")) as { created: string };
+  const published = Date.parse(snapshot.created);
+  await expectClockInSync(page);
+  console.log(`guest clock ${resumedOffset.toFixed(0)} s off the host's on resuming (snapshot published ${((Date.now() - published) / 1000).toFixed(0)} s ago), then in sync`);
 });
 
 test("gcc compiles and runs a C program; apt lists the installed packages", async () => {
