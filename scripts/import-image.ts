@@ -91,9 +91,11 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
   /** Distinct chunks by hash: the ref used and its stored size. */
   const stored = new Map<string, { ref: ChunkRef; bytes: number }>();
   let written = 0;
+  // Compared natively (memcmp): a per-byte check took most of a 2 GiB import's 30 s.
+  const zero = Buffer.alloc(chunkSize);
   for await (const piece of pieces(options.image, chunkSize)) {
     whole.update(piece);
-    if (piece.every((b) => b === 0)) {
+    if (piece.equals(zero.subarray(0, piece.length))) {
       chunks.push(null);
       continue;
     }

@@ -274,8 +274,19 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   const baselineSeries = async (sameThread: boolean): Promise<Figures> => {
     const base = await browser.newContext();
     const bpage = await base.newPage();
-    await bpage.goto(`${servers.baseline.url}?mode=buffer&${guest.baselineQuery}`);
-    await waitFor(() => bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("root@sandglass:~# ")), 240_000, "baseline");
+    await bpage.goto(`${servers.baseline.url}?mode=buffer&${guest.baselineQuery}${guest.ddFromBooted ? "&resume=1" : ""}`);
+    if (guest.ddFromBooted) {
+      // A resumed shell prints no prompt until asked.
+      await waitFor(async () => {
+        const error = await bpage.evaluate(() => (window as unknown as { benchError: string | null }).benchError);
+        if (error) throw new Error(error);
+        await bpage.evaluate(() => (window as unknown as { sendSerial?(t: string): void }).sendSerial?.("echo up-$((40+2))\n"));
+        await bpage.waitForTimeout(1000);
+        return bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("up-42"));
+      }, 240_000, "baseline");
+    } else {
+      await waitFor(() => bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("root@sandglass:~# ")), 240_000, "baseline");
+    }
     if (sameThread) {
       await bpage.evaluate(() => {
         // What resumeOnSameThread does (no imports in this page): immediate resumes by message.
@@ -297,7 +308,7 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
 
     if (round > 0) await page.close();
     page = await context.newPage();
-    await page.goto(`${servers.app.url}#/new/${guest.cold}`);
+    await page.goto(`${servers.app.url}#/new/${guest.ddFromBooted ? guest.booted : guest.cold}`);
     await appAnswers(page);
     await watchAppSerial(page);
     const checkpoints = () => page.evaluate(() => (window as unknown as { sandglass: any }).sandglass.timeline?.checkpoints.length ?? 0);

@@ -2,7 +2,7 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|boot-debian|first-visit|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}; a first visit (booted snapshot) vs v86
@@ -177,6 +177,11 @@ export interface Guest {
   baselineQuery: string;
   /** A command that keeps the guest busy, for the cost of a checkpoint taken right after it. */
   busy: string;
+  /**
+   * The dd bench resumes the booted state in every page instead of cold-booting each (a Debian
+   * cold boot takes over a minute, three per round).
+   */
+  ddFromBooted: boolean;
 }
 
 export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
@@ -189,6 +194,7 @@ export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
         memoryMiB: 256,
         baselineQuery: "image=default&memory=256&vga=2&devices=1",
         busy: `printf '#include <stdio.h>\\nint main(void){puts("hi");return 0;}\\n' > /root/b.c && gcc -O2 -o /root/b /root/b.c && /root/b`,
+        ddFromBooted: true,
       }
     : {
         label: "small busybox",
@@ -198,6 +204,7 @@ export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
         memoryMiB: 64,
         baselineQuery: "image=small&memory=64",
         busy: "dd if=/dev/urandom of=/root/b bs=64k count=16 2>/dev/null; sync",
+        ddFromBooted: false,
       };
 }
 
@@ -253,20 +260,46 @@ async function bootBench(browser: Browser, servers: Servers, guest: Guest): Prom
 
   await firstVisits(browser, servers, guest, measure);
 
+  await baselineBoots(browser, guest, servers.baseline.url, measure);
+  table(
+    `Boot, ${guest.label}: page open → shell answering (image ${mib(imageBytes)}, ${guest.memoryMiB} MiB RAM)`,
+    ["Scenario", "Time", "Disk bytes fetched", "Share of image"],
+    rows,
+  );
+}
+
+/** `baseline-boot`: rows (c) and (d) alone (the long Sandglass rows are in `boot`). */
+async function baselineBootBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
+  const rows: (string | number)[][] = [];
+  const imageBytes = Number(
+    (await fetch(new URL(`repo/raw/${guest.raw}.img`, servers.app.url), { method: "HEAD" })).headers.get("content-length"),
+  );
+  await baselineBoots(browser, guest, servers.baseline.url, async (name, run) => {
+    const from = servers.requests.length;
+    const ms = await run();
+    const bytes = servers.diskBytes(from);
+    rows.push([name, secs(ms), mib(bytes), ((100 * bytes) / imageBytes).toFixed(1) + " %"]);
+    console.log(`  ${name}: ${secs(ms)}, ${mib(bytes)}`);
+  });
+  table(`Boot, ${guest.label}, plain v86 (image ${mib(imageBytes)}, ${guest.memoryMiB} MiB RAM)`, ["Scenario", "Time", "Disk bytes fetched", "Share of image"], rows);
+}
+
+/** Rows (c) and (d): plain v86 cold-booting the same image, from memory and from its lazy HTTP disk. */
+async function baselineBoots(
+  browser: Browser,
+  guest: Guest,
+  baselineUrl: string,
+  measure: (name: string, run: () => Promise<number>) => Promise<void>,
+): Promise<void> {
   for (const [name, mode] of [
     ["(c) v86 {buffer}", "buffer"],
     ["(d) v86 {url, async: true}", "async"],
   ] as const) {
     const context = await browser.newContext();
     const p = await context.newPage();
-    await measure(name, () => timeBaseline(p, `${servers.baseline.url}?mode=${mode}&${guest.baselineQuery}`));
+    await measure(name, () => timeBaseline(p, `${baselineUrl}?mode=${mode}&${guest.baselineQuery}`));
     await context.close();
   }
-  table(
-    `Boot, ${guest.label}: page open → shell answering (image ${mib(imageBytes)}, ${guest.memoryMiB} MiB RAM)`,
-    ["Scenario", "Time", "Disk bytes fetched", "Share of image"],
-    rows,
-  );
 }
 
 /**
@@ -408,6 +441,7 @@ async function main(): Promise<void> {
     if (which === "boot" || which === "all") await bootBench(browser, servers, guestOf());
     if (which === "boot-debian" || which === "all") await bootBench(browser, servers, guestOf("debian"));
     if (which === "first-visit") await firstVisitBench(browser, servers, guestOf());
+    if (which === "baseline-boot") await baselineBootBench(browser, servers, guestOf());
     if (which === "history" || which === "all") await historyBench(browser, servers, { dd: true, rewind: true });
     if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });
     if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });
