@@ -97,13 +97,13 @@ const ACTIVITY_BUCKET_MS = 1000;
 const sameSource = (a: MachineSource, b: MachineSource) => a.repo === b.repo && a.kind === b.kind && a.name === b.name;
 const summary = ({ refs: _refs, pieceCount: _count, ...rest }: CheckpointRecord): CheckpointSummary => rest;
 
-/** A snapshot's machine state: every piece fetched (in parallel) and verified, in order. */
 /** A published machine state as fetched: its pieces (stored later as a checkpoint) and the whole. */
 interface FetchedState {
   pieces: Uint8Array[];
   joined: Uint8Array;
 }
 
+/** A snapshot's machine state: every piece fetched (in parallel) and verified, in order. */
 async function fetchState(base: ChunkSource, m: MachineStateRef): Promise<FetchedState> {
   const wrongSize = () => new Error("The snapshot's machine state has the wrong size; it cannot be resumed.");
   const joined = new Uint8Array(m.stateBytes);

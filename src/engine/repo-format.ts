@@ -149,8 +149,8 @@ export const MAX_CHUNK_BYTES = 8 * 1024 * 1024;
 /**
  * Typical piece size of a published machine state (a power of two ≥ 4 KiB; see snapshot.ts).
  * Opening a snapshot fetches every piece before it resumes, and a browser's worker pays several
- * ms of CPU per request on top of the bytes (measured on a two-core machine: 115 pieces of a
- * 53 MiB Debian state cost ~0.5 s of a ~2.5 s first visit at 512 KiB). 2 MiB pieces make it ~30
+ * ms of CPU per request on top of the bytes (traced on a two-core machine: ~0.5 s of the disk
+ * worker's CPU for the 115 pieces of a 53 MiB Debian state at 512 KiB). 2 MiB pieces make it ~25
  * requests, at the cost of re-uploading more around each changed RAM page when re-publishing.
  */
 export const STATE_PIECE_BYTES = 2 * 1024 * 1024;
