@@ -52,9 +52,18 @@ async function value(p: Page, command: string, tag: string, pattern = "[0-9a-f]{
   return [...(await terminal(p).innerText()).matchAll(new RegExp(source, "g"))].pop()![1]!;
 }
 
-/** Seconds the guest's clock is ahead of the host's (negative: behind). */
+/**
+ * Seconds the guest's clock is ahead of the host's (negative: behind), 0 when it is within the
+ * time the question took: typing the command and reading the answer take seconds on a busy
+ * machine, and `date +%s` drops the fraction.
+ */
 async function clockOffset(p: Page): Promise<number> {
-  return Number(await value(p, "date +%s", "clock", "[0-9]+")) - Date.now() / 1000;
+  const asked = Date.now() / 1000;
+  const guest = Number(await value(p, "date +%s", "clock", "[0-9]+"));
+  const answered = Date.now() / 1000;
+  if (guest + 1 < asked) return guest + 1 - asked;
+  if (guest > answered) return guest - answered;
+  return 0;
 }
 
 /**
