@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { splitState } from "../../src/engine/checkpoint-format.ts";
-import { appAnswers, guestOf, table, timeRewind, typeApp, waitFor, type Guest, type Servers } from "./run.ts";
+import { appAnswers, guestOf, table, timeBaseline, timeRewind, typeApp, waitFor, type Guest, type Servers } from "./run.ts";
 
 const MiB = 2 ** 20;
 /** Inside partition 1 (FAT, sectors 2048..67583), past the files the bootloader used. */
@@ -274,19 +274,8 @@ async function ddAndCheckpointCost(browser: Browser, servers: Servers, context: 
   const baselineSeries = async (sameThread: boolean): Promise<Figures> => {
     const base = await browser.newContext();
     const bpage = await base.newPage();
-    await bpage.goto(`${servers.baseline.url}?mode=buffer&${guest.baselineQuery}${guest.ddFromBooted ? "&resume=1" : ""}`);
-    if (guest.ddFromBooted) {
-      // A resumed shell prints no prompt until asked.
-      await waitFor(async () => {
-        const error = await bpage.evaluate(() => (window as unknown as { benchError: string | null }).benchError);
-        if (error) throw new Error(error);
-        await bpage.evaluate(() => (window as unknown as { sendSerial?(t: string): void }).sendSerial?.("echo up-$((40+2))\n"));
-        await bpage.waitForTimeout(1000);
-        return bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("up-42"));
-      }, 240_000, "baseline");
-    } else {
-      await waitFor(() => bpage.evaluate(() => (window as unknown as { serialText: string }).serialText.includes("root@sandglass:~# ")), 240_000, "baseline");
-    }
+    // Until its shell answers (a resumed one prints no prompt until asked).
+    await timeBaseline(bpage, `${servers.baseline.url}?mode=buffer&${guest.baselineQuery}${guest.ddFromBooted ? "&resume=1" : ""}`, guest.ddFromBooted);
     if (sameThread) {
       await bpage.evaluate(() => {
         // What resumeOnSameThread does (no imports in this page): immediate resumes by message.

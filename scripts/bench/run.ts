@@ -132,7 +132,7 @@ async function timeApp(page: Page, url: string, expectResume: boolean): Promise<
 }
 
 /** Opens the plain-v86 page; ms until its shell answered. A resumed state prints no prompt first. */
-async function timeBaseline(page: Page, url: string, resumed = false): Promise<number> {
+export async function timeBaseline(page: Page, url: string, resumed = false): Promise<number> {
   const started = Date.now();
   await page.goto(url);
   const error = () => page.evaluate(() => (window as unknown as { benchError: string | null }).benchError);
@@ -223,11 +223,15 @@ export function table(title: string, head: string[], rows: (string | number)[][]
 const secs = (ms: number) => (ms / 1000).toFixed(1) + " s";
 const mib = (b: number) => (b / MiB).toFixed(1) + " MiB";
 
+/** The size of the guest's raw image, the base of every "share of image" column. */
+async function rawImageBytes(servers: Servers, guest: Guest): Promise<number> {
+  const head = await fetch(new URL(`repo/raw/${guest.raw}.img`, servers.app.url), { method: "HEAD" });
+  return Number(head.headers.get("content-length"));
+}
+
 async function bootBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
   const rows: (string | number)[][] = [];
-  const imageBytes = Number(
-    (await fetch(new URL(`repo/raw/${guest.raw}.img`, servers.app.url), { method: "HEAD" })).headers.get("content-length"),
-  );
+  const imageBytes = await rawImageBytes(servers, guest);
   const measure = async (name: string, run: () => Promise<number>) => {
     const from = servers.requests.length;
     const ms = await run();
@@ -271,9 +275,7 @@ async function bootBench(browser: Browser, servers: Servers, guest: Guest): Prom
 /** `baseline-boot`: rows (c) and (d) alone (the long Sandglass rows are in `boot`). */
 async function baselineBootBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
   const rows: (string | number)[][] = [];
-  const imageBytes = Number(
-    (await fetch(new URL(`repo/raw/${guest.raw}.img`, servers.app.url), { method: "HEAD" })).headers.get("content-length"),
-  );
+  const imageBytes = await rawImageBytes(servers, guest);
   await baselineBoots(browser, guest, servers.baseline.url, async (name, run) => {
     const from = servers.requests.length;
     const ms = await run();
@@ -333,9 +335,7 @@ async function firstVisits(
 /** `first-visit`: rows (e) and (f) alone, three rounds alternating. */
 async function firstVisitBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
   const rows: (string | number)[][] = [];
-  const imageBytes = Number(
-    (await fetch(new URL(`repo/raw/${guest.raw}.img`, servers.app.url), { method: "HEAD" })).headers.get("content-length"),
-  );
+  const imageBytes = await rawImageBytes(servers, guest);
   await firstVisits(
     browser,
     servers,
