@@ -5,9 +5,10 @@
 set -euo pipefail
 want=${1:-all}
 
+# arch-test: mmdebstrap needs it for an i386 root and only recommends it (skipped by --no-install-recommends).
 declare -A cmd_pkg=(
   [mkfs.vfat]=dosfstools [mcopy]=mtools [mke2fs]=e2fsprogs [sfdisk]=fdisk
-  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux [debugfs]=e2fsprogs [xz]=xz-utils [mmdebstrap]=mmdebstrap
+  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux [debugfs]=e2fsprogs [xz]=xz-utils [mmdebstrap]=mmdebstrap [arch-test]=arch-test
 )
 missing=()
 if [[ $want == image || $want == all ]]; then

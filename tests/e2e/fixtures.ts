@@ -97,20 +97,25 @@ export async function waitForSaved(page: Page): Promise<void> {
   await expect(page.getByTestId("saved")).toHaveAttribute("data-saved", "true", { timeout: 60_000 });
 }
 
-const manual = (page: Page) => page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
+/** Ids of the machine's manual checkpoints, as the page knows them (cards exist only in view). */
+const manualIds = (page: Page) =>
+  page.evaluate(() => {
+    const s = (window as unknown as { sandglass: { timeline: { checkpoints: { id: string; auto: boolean }[] } | null } }).sandglass;
+    return (s.timeline?.checkpoints ?? []).filter((c) => !c.auto).map((c) => c.id);
+  });
 
-/** Clicks "Checkpoint" and waits for it on the timeline (which follows the newest point); returns its id. */
+/** Clicks "Checkpoint", waits for it on the timeline and for its card in view; returns its id. */
 export async function checkpoint(page: Page): Promise<string> {
-  const known = new Set(await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id"))));
+  const known = new Set(await manualIds(page));
   await page.getByRole("button", { name: "Checkpoint" }).click();
   let id = "";
   await expect
     .poll(async () => {
-      const ids = await manual(page).evaluateAll((els) => els.map((e) => e.getAttribute("data-id")));
-      id = ids.find((i) => i && !known.has(i)) ?? "";
+      id = (await manualIds(page)).find((i) => !known.has(i)) ?? "";
       return id;
     })
     .not.toBe("");
+  await expect(page.locator(`[data-testid="point"][data-id="${id}"]`)).toBeInViewport();
   return id;
 }
 

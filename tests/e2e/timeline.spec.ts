@@ -70,3 +70,27 @@ test("disk-only rewind to a point between two writes cold-boots on exactly that 
   await run(page, "sha256sum /root/f | cut -c1-16 | sed 's/^/now=/'", `now=${sum1}`);
   await run(page, "cat /root/f; echo $((7+7))", "first-version");
 });
+
+test("a bookmark or checkpoint just made is in view, even with the strip scrolled back", async ({ page, repo }) => {
+  await page.setViewportSize({ width: 640, height: 800 });
+  await page.goto(smallImage(repo));
+  await waitForShell(page);
+  // More points than the strip shows at once (only the cards in view are in the page).
+  let newest = "";
+  for (let i = 0; i < 10; i++) {
+    await run(page, `echo ${i} > /root/n; sync; echo made-$((${i}+100))`, `made-${i + 100}`);
+    newest = await checkpoint(page);
+  }
+  const strip = page.getByTestId("strip");
+  const scrollBack = () => strip.evaluate((el) => (el.scrollLeft = 0));
+  await scrollBack();
+  await expect(strip.locator(`[data-testid="point"][data-id="${newest}"]`)).toHaveCount(0);
+
+  page.once("dialog", (d) => void d.accept("look here"));
+  await page.getByRole("button", { name: "Bookmark" }).click();
+  await expect(strip.locator('[data-testid="point"][data-kind="bookmark"]')).toBeInViewport();
+
+  await scrollBack();
+  const made = await checkpoint(page);
+  await expect(strip.locator(`[data-testid="point"][data-id="${made}"]`)).toBeInViewport();
+});
