@@ -36,6 +36,7 @@ const emulator = new V86({
       network: values.network,
       sharedFolder: values["shared-folder"],
       vgaMemoryBytes: Number(values["vga-memory"]) * 2 ** 20,
+      bootDevice: "hda",
     },
     "fetch",
   ),

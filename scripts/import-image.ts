@@ -1,17 +1,21 @@
 /**
- * Imports a raw disk image into an image repository (format: src/engine/repo-format.ts).
+ * Imports a disk image (a raw hard disk, an ISO, a floppy) into an image repository (format:
+ * src/engine/repo-format.ts), for people who host their own repository:
  *
+ *   npm run import -- FILE --name NAME [--repo build/repo]
  *   tsx scripts/import-image.ts --image disk.img --repo build/repo --name default \
  *       [--description text] [--chunk-size 65536] [--bios-dir dir]
  *       [--memory MiB] [--network] [--shared-folder] [--vga-memory MiB]   (the machine it boots in: `hardware`)
+ *       [--boot hda|cdrom|fda]   (default: detected from the file, as the page does: image-detect.ts)
  *
  * Chunks are written once under their content hash, gzip'd only when that saves space, and
  * all-zero chunks are not stored at all. Re-importing unchanged input rewrites nothing.
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { copyFile, mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { detectImage, DETECT_BYTES } from "../src/engine/image-detect.ts";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
 import {
@@ -22,6 +26,8 @@ import {
   chunkPath,
   isValidImageName,
   manifestPath,
+  BOOT_DEVICES,
+  type BootDevice,
   type ChunkRef,
   type DiskManifest,
   type Hardware,
@@ -36,7 +42,26 @@ export interface ImportOptions {
   /** Folder holding seabios.bin and vgabios.bin, copied to the repository's bios/. */
   biosDir?: string;
   /** The machine the image boots in; left out, the first machine shape (LEGACY_HARDWARE). */
-  hardware?: Hardware;
+  hardware?: Omit<Hardware, "bootDevice">;
+  /** Where the disk is attached; left out, detected from the file. */
+  bootDevice?: BootDevice;
+}
+
+/** What the file is (refuses anything that is not a disk image, with the reason). */
+async function detect(path: string, size: number) {
+  const handle = await open(path, "r");
+  try {
+    const head = Buffer.alloc(Math.min(DETECT_BYTES, size));
+    await handle.read(head, 0, head.length, 0);
+    return detectImage(basename(path), size, head);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** `hardware` as written: bootDevice only when it is not the default. */
+function manifestHardware({ bootDevice, ...rest }: Hardware): Partial<Hardware> {
+  return bootDevice === "hda" ? rest : { ...rest, bootDevice };
 }
 
 export interface ImportResult {
@@ -82,7 +107,12 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   if (!isValidImageName(options.name)) throw new Error(`"${options.name}" is not a valid image name`);
   const { size } = await stat(options.image);
+  // A device given (a data disk has no boot sector) is taken as said; otherwise it is detected.
+  const bootDevice = options.bootDevice ?? (await detect(options.image, size)).bootDevice;
   if (size === 0 || size % 512 !== 0) throw new Error(`${options.image}: size ${size} is not a multiple of 512`);
+  // Left out of the manifest when it is the default, so the repository's own images are unchanged.
+  const hardware: Hardware | undefined =
+    options.hardware || bootDevice !== "hda" ? { ...(options.hardware ?? LEGACY_HARDWARE), bootDevice } : undefined;
   await mkdir(join(options.repo, "chunks"), { recursive: true });
   await mkdir(join(options.repo, "images"), { recursive: true });
 
@@ -128,7 +158,8 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
     chunks,
     sha256: whole.digest("hex"),
     storedBytes: [...stored.values()].reduce((a, b) => a + b.bytes, 0),
-    ...(options.hardware ? { hardware: options.hardware } : {}),
+    // The default boot device is left out of the file (parseManifest fills it in).
+    ...(hardware ? { hardware: manifestHardware(hardware) as Hardware } : {}),
   };
   const path = join(options.repo, manifestPath("image", options.name));
   // Keep the old manifest (and its `created`) when the content is the same, so caches stay valid.
@@ -151,8 +182,10 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
     options: {
+      boot: { type: "string" },
       image: { type: "string" },
       repo: { type: "string" },
       name: { type: "string" },
@@ -165,17 +198,21 @@ async function main(): Promise<void> {
       "vga-memory": { type: "string" },
     },
   });
-  if (!values.image || !values.repo || !values.name) {
+  const image = values.image ?? positionals[0];
+  const repo = values.repo ?? "build/repo";
+  const boot = values.boot as BootDevice | undefined;
+  if (!image || !values.name || (boot !== undefined && !BOOT_DEVICES.includes(boot))) {
     console.error(
-      "usage: import-image --image FILE --repo DIR --name NAME [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
-        "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB]",
+      "usage: import-image [--image] FILE --name NAME [--repo DIR] [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
+        "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--boot hda|cdrom|fda]",
     );
     process.exit(2);
   }
   const started = performance.now();
   const result = await importImage({
-    image: values.image,
-    repo: values.repo,
+    image,
+    repo,
+    ...(boot ? { bootDevice: boot } : {}),
     name: values.name,
     description: values.description,
     chunkSize: values["chunk-size"] ? Number(values["chunk-size"]) : undefined,

@@ -15,6 +15,9 @@ if [[ $want == image || $want == all ]]; then
   for c in "${!cmd_pkg[@]}"; do command -v "$c" >/dev/null 2>&1 || missing+=("${cmd_pkg[$c]}"); done
   [[ -f /usr/share/seabios/bios.bin ]] || missing+=(seabios)
   [[ -f /usr/lib/syslinux/mbr/mbr.bin ]] || missing+=(syslinux-common)
+  # The test images a person might bring (build-test-images.sh): a CD needs isolinux and xorriso.
+  command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
+  [[ -f /usr/lib/ISOLINUX/isolinux.bin ]] || missing+=(isolinux)
 fi
 if [[ $want == browser || $want == all ]]; then
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)

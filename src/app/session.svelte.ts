@@ -3,6 +3,7 @@
  * newest checkpoint when it has one), takes checkpoints, rewinds, and exposes reactive state for
  * the UI. Components call its actions; they never touch the worker or v86.
  */
+import { OwnImageImport } from "./own-image.svelte.ts";
 import type { V86 } from "v86";
 import { DiskBridge, handOver } from "../bridge/disk-bridge.ts";
 import type { TransferStats } from "../engine/chunk-source.ts";
@@ -102,9 +103,13 @@ export class Session {
   private readonly route: Route;
   private readonly repo: string;
 
+  /** Bringing a disk image file (see own-image.svelte.ts). */
+  readonly ownImage: OwnImageImport;
+
   constructor(private readonly startup: Startup) {
     this.route = startup.route;
     this.repo = startup.repo;
+    this.ownImage = new OwnImageImport(startup.bridge.api);
   }
 
   /** The disk worker's API and the emulator, for the browser console and the benchmarks. */

@@ -13,7 +13,7 @@ import {
   parseManifest,
   type DiskManifest,
 } from "./repo-format.ts";
-import type { MachineSource } from "./store-format.ts";
+import { LOCAL_REPO, type MachineSource } from "./store-format.ts";
 import { gunzip } from "./gzip.ts";
 import { sha256Hex, sleep } from "./util.ts";
 
@@ -76,6 +76,12 @@ export async function loadManifest(
   const url = manifestUrl(source);
   // The request need not wait for IndexedDB to open (the store is only the fallback and the copy).
   const store = { getManifest: async (u: string) => (await storage).getManifest(u) };
+  if (source.repo === LOCAL_REPO) {
+    // An image imported in this browser: nowhere else to get it from.
+    const kept = await store.getManifest(url);
+    if (kept) return kept.manifest;
+    throw new RepositoryError(`The image "${source.name}" was imported in this browser, and its data is no longer in this browser's storage. Import the file again.`);
+  }
   let response: Response;
   try {
     response = await fetchFn(url, { cache: "no-cache" });
@@ -196,6 +202,9 @@ export class ChunkSource {
       this.stats.cacheBytes += local.byteLength;
       this.memory.set(hash, local);
       return local;
+    }
+    if (this.repoBase === LOCAL_REPO) {
+      throw new RepositoryError(`Part of this imported image (${what}) is missing from this browser's storage (site data cleared?). Import the file again.`);
     }
     const data = await this.fetchVerified(ref, hash, length, what);
     if (!keep) return data;

@@ -19,9 +19,11 @@ import {
 import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./snapshot.ts";
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
+import type { DetectedImage } from "./image-detect.ts";
+import { fileImage, forgetOwnImage, importImage, inspectImage, type ImportProgress, type ImportSettings } from "./image-import.ts";
 import { isQuotaError, LocalStore } from "./local-store.ts";
 import { sleep } from "./util.ts";
-import type { BranchRecord, CheckpointRecord, MachineRecord, MachineSource, MarkerRecord, Point } from "./store-format.ts";
+import { LOCAL_REPO, type BranchRecord, type CheckpointRecord, type MachineRecord, type MachineSource, type MarkerRecord, type Point } from "./store-format.ts";
 
 /** Which machine to open: the given id, else the last opened machine of that source, else a new one. */
 export type OpenRequest =
@@ -148,6 +150,7 @@ export class DiskService {
       }
     | undefined;
   private activity: ActivityBucket[] = [];
+  private importing: AbortController | undefined;
   private activitySeq = 0;
 
   constructor(private readonly deps: ServiceDeps) {}
@@ -429,7 +432,8 @@ export class DiskService {
   private async rootImage(store: LocalStore, repo: string, manifest: DiskManifest): Promise<string | null> {
     let current: DiskManifest | null = manifest;
     for (let hops = 0; current && hops < 32; hops++) {
-      if (current.kind === "image") return current.name;
+      // An image brought into this browser has no "new machine from the repository's image".
+      if (current.kind === "image") return repo === LOCAL_REPO ? null : current.name;
       const parent: SourceRef | undefined = current.parent;
       if (!parent) return null;
       const source: MachineSource = { repo, kind: parent.kind, name: parent.name };
@@ -450,6 +454,12 @@ export class DiskService {
 
   /** Publishes a checkpoint to the machine's repository as a snapshot; returns its id and cost. */
   async publish(checkpointId: string, options: { token?: string } = {}): Promise<UploadResult> {
+    if (this.opened.base.repoUrl === LOCAL_REPO) {
+      throw new Error(
+        "This machine runs an image you brought, which only this browser has: it cannot be published as a link yet. " +
+          "Download it as a file instead (the file carries the image).",
+      );
+    }
     const snapshot = await this.snapshotOf(checkpointId);
     return uploadSnapshot(this.opened.base.repoUrl, snapshot, this.deps.fetch, options.token);
   }
@@ -511,7 +521,54 @@ export class DiskService {
   async discardMachine(id: string): Promise<void> {
     if (this.disk?.id === id) throw new Error("Close this machine before discarding it.");
     const store = await this.store();
+    const machine = await store.getMachine(id);
     await store.deleteMachine(id);
+    // An image brought into this browser goes with the last machine that used it.
+    if (machine) await forgetOwnImage(store, machine.source);
+  }
+
+  // ── images people bring ─────────────────────────────────────────────────────────────────────
+
+  /** What a file is, before anything is stored; throws NotAnImageError with the reason. */
+  inspectImage(file: File): Promise<DetectedImage> {
+    return inspectImage(fileImage(file));
+  }
+
+  /**
+   * Imports a disk image file into this browser (see image-import.ts) and makes a new machine of
+   * it; returns the machine's id. Only one import runs at a time; cancelImport() stops it.
+   */
+  async importImage(file: File, settings: ImportSettings, onProgress?: (p: ImportProgress) => void): Promise<string> {
+    if (this.importing) throw new Error("Another image is being imported; wait for it or cancel it.");
+    const store = await this.store();
+    const control = new AbortController();
+    this.importing = control;
+    try {
+      const { source } = await importImage(store, fileImage(file), settings, {
+        signal: control.signal,
+        ...(onProgress ? { onProgress } : {}),
+      });
+      const now = Date.now();
+      const machine: MachineRecord = {
+        id: crypto.randomUUID(),
+        name: uniqueName(file.name.slice(0, 60) || source.name, await store.listMachines()),
+        source,
+        created: now,
+        opened: now,
+        lastSeq: 0,
+        lastBranch: 0,
+        now: { branch: 0, seq: 0 },
+      };
+      await store.putMachine(machine);
+      return machine.id;
+    } finally {
+      this.importing = undefined;
+    }
+  }
+
+  /** Stops the import under way (it then fails with ImportCancelled, having kept nothing). */
+  cancelImport(): void {
+    this.importing?.abort();
   }
 
   // ── reporting ───────────────────────────────────────────────────────────────────────────────

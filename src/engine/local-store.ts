@@ -131,6 +131,39 @@ export class LocalStore {
     }
   }
 
+  /** Which of `hashes` are stored (one transaction). */
+  async hasChunks(hashes: readonly string[]): Promise<boolean[]> {
+    const tx = this.db.transaction("chunks");
+    const keys = await Promise.all(hashes.map((h) => tx.store.getKey(h)));
+    return keys.map((k) => k !== undefined);
+  }
+
+  /** Stores chunks in one transaction: all of them, or none. */
+  async putChunks(chunks: ReadonlyMap<string, Uint8Array>): Promise<void> {
+    const tx = this.db.transaction("chunks", "readwrite");
+    try {
+      for (const [hash, data] of chunks) void tx.store.put(data, hash);
+      await tx.done;
+    } catch (err) {
+      rethrowQuota(err, "the image's data");
+    }
+  }
+
+  async deleteChunks(hashes: Iterable<string>): Promise<void> {
+    const tx = this.db.transaction("chunks", "readwrite");
+    for (const hash of hashes) void tx.store.delete(hash);
+    await tx.done;
+  }
+
+  /** Manifests kept under URLs starting with `prefix` (a repository's). */
+  listManifests(prefix: string): Promise<ManifestRecord[]> {
+    return this.db.getAll("manifests", IDBKeyRange.bound(prefix, `${prefix}\uffff`));
+  }
+
+  async deleteManifest(url: string): Promise<void> {
+    await this.db.delete("manifests", url);
+  }
+
   getManifest(url: string): Promise<ManifestRecord | undefined> {
     return this.db.get("manifests", url);
   }

@@ -57,6 +57,10 @@
  *                  vgaMemoryBytes  optional (added 2026-12-02; absent means 8 MiB, v86's default):
  *                                  video RAM, a power of two from 256 KiB to 128 MiB. It is in
  *                                  every saved state whole, so a text-mode guest keeps it small.
+ *                  bootDevice    optional (added 2026-12-02; absent means "hda"): where the disk
+ *                                  is attached and booted from: "hda" (hard disk), "cdrom" (an
+ *                                  ISO 9660 image, read-only to the guest) or "fda" (a floppy
+ *                                  image of a standard size)
  */
 
 export const FORMAT = "sandglass-disk";
@@ -93,7 +97,12 @@ export interface Hardware {
   network: boolean;
   sharedFolder: boolean;
   vgaMemoryBytes: number;
+  bootDevice: BootDevice;
 }
+
+/** Where a machine's disk is attached (see the format notes above). */
+export type BootDevice = "hda" | "cdrom" | "fda";
+export const BOOT_DEVICES: readonly BootDevice[] = ["hda", "cdrom", "fda"];
 
 /** Video RAM of machines whose manifest does not say (v86's default). */
 export const DEFAULT_VGA_MEMORY = 8 * 1024 * 1024;
@@ -104,6 +113,7 @@ export const LEGACY_HARDWARE: Hardware = {
   network: false,
   sharedFolder: false,
   vgaMemoryBytes: DEFAULT_VGA_MEMORY,
+  bootDevice: "hda",
 };
 
 const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
@@ -127,7 +137,15 @@ function parseHardware(value: unknown): Hardware | undefined {
   if (typeof vga !== "number" || !isPowerOfTwo(vga) || vga < 256 * 1024 || vga > 128 * 2 ** 20) {
     throw new ManifestError("hardware.vgaMemoryBytes must be a power of two from 256 KiB to 128 MiB");
   }
-  return { memoryBytes: h.memoryBytes as number, network: h.network, sharedFolder: h.sharedFolder, vgaMemoryBytes: vga };
+  const bootDevice = h.bootDevice ?? "hda";
+  if (!BOOT_DEVICES.includes(bootDevice as BootDevice)) throw new ManifestError(`hardware.bootDevice must be one of ${BOOT_DEVICES.join(", ")}`);
+  return {
+    memoryBytes: h.memoryBytes as number,
+    network: h.network,
+    sharedFolder: h.sharedFolder,
+    vgaMemoryBytes: vga,
+    bootDevice: bootDevice as BootDevice,
+  };
 }
 
 export interface SourceRef {

@@ -8,7 +8,8 @@
  * ─────────────  ───────────────────────────────  ─────────────────────────────────────────────────
  * chunks         sha256 hex (string)              Uint8Array: an uncompressed, verified repository
  *                                                 chunk. Shared by every machine and image (copy-on-read
- *                                                 cache); safe to evict, the repository has it.
+ *                                                 cache); safe to evict, the repository has it, except
+ *                                                 the chunks of an image a person brought (below).
  * manifests      manifest URL (string)            {@link ManifestRecord}: last good copy, so a machine
  *                                                 still opens with the network down.
  * machines       machine id (string)              {@link MachineRecord}.
@@ -42,6 +43,12 @@
  *                                                 checkpoint that first had a piece stores it; later
  *                                                 ones name it (if the worker still holds it in memory,
  *                                                 else they store it again). Deleted with the machine.
+ *
+ * Images a person brought (a file imported in the page; added 2026-12-02, nothing to migrate) live
+ * in a repository of their own that exists only in this browser, {@link LOCAL_REPO}: the image's
+ * manifest (repo-format.ts, kind "image") is in `manifests` under its manifest URL there, and its
+ * chunks are in `chunks` like any other (stored uncompressed, refs without ".gz"). Nothing can
+ * fetch them again, so nothing may evict them while a machine uses the image.
  *
  * Sequence numbers are per machine, start at 1 and never repeat, across branches. A point in a
  * machine's history is (branch, seq): the disk at that point is the base image plus, for each branch
@@ -86,6 +93,9 @@ export const entryOf = (block: number) => 3 * (block % GROUP_BLOCKS);
 export const FLUSH_DELAY_MS = 250;
 /** Pending bytes that trigger a flush before the delay runs out (bounds memory under `dd`). */
 export const FLUSH_BYTES = 8 * 1024 * 1024;
+
+/** The repository of images imported in this browser (see the notes above): never fetched. */
+export const LOCAL_REPO = "sandglass-local:/";
 
 /** Where a machine's base disk comes from. */
 export interface MachineSource {

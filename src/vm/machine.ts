@@ -69,7 +69,7 @@ export function startMachine(options: MachineOptions): V86 {
     bios: { buffer: files.bios.slice(0) },
     vga_bios: { buffer: files.vgaBios.slice(0) },
     // v86 accepts any object with load/get/set as a disk (see v86 src/browser/starter.js).
-    hda: options.disk as unknown as { buffer: ArrayBuffer },
+    [options.hardware.bootDevice]: options.disk as unknown as { buffer: ArrayBuffer },
     autostart: true,
     disable_speaker: true,
     ...(options.initialState ? { initial_state: { buffer: options.initialState } } : {}),

@@ -79,8 +79,8 @@ let markerCount = 0;
  * types `echo` of a computed marker, again every few seconds (keys typed before the guest's
  * shell opened the serial port are lost), until the marker comes back.
  */
-export async function waitForShell(page: Page): Promise<void> {
-  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout: 180_000 });
+export async function waitForShell(page: Page, timeout = 180_000): Promise<void> {
+  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout });
   const n = ++markerCount;
   const marker = `ready-${n * 1000 + 7}`;
   await expect(async () => {
@@ -89,7 +89,7 @@ export async function waitForShell(page: Page): Promise<void> {
       await page.keyboard.type(`echo ready-$((${n}*1000+7))\n`);
     }
     await expect(terminal(page)).toContainText(marker, { timeout: 5_000 });
-  }).toPass({ timeout: 180_000, intervals: [0] });
+  }).toPass({ timeout, intervals: [0] });
 }
 
 /** Waits until every change is in a checkpoint, so a reload resumes with it. */

@@ -33,7 +33,7 @@ beforeAll(async () => {
   await import("node:fs/promises").then((fs) => fs.mkdir(join(app, "assets"), { recursive: true }));
   await writeFile(join(app, "index.html"), "<!doctype html><title>app</title>");
   await writeFile(join(app, "assets", "main-abc.js"), "console.log(1)");
-  const result = await importImage({ image: join(dir, "disk.img"), repo: join(dir, "repo"), name: "test", description: "t" });
+  const result = await importImage({ image: join(dir, "disk.img"), repo: join(dir, "repo"), name: "test", description: "t", bootDevice: "hda" });
   manifest = result.manifest;
   await writeFile(join(dir, "repo", "raw.img"), image);
   await writeFile(join(dir, "secret.txt"), "outside");
@@ -70,13 +70,13 @@ describe("import tool", () => {
   });
 
   it("re-importing the same image writes nothing", async () => {
-    const again = await importImage({ image: join(dir, "disk.img"), repo: join(dir, "repo"), name: "test", description: "t" });
+    const again = await importImage({ image: join(dir, "disk.img"), repo: join(dir, "repo"), name: "test", description: "t", bootDevice: "hda" });
     expect(again.written).toBe(0);
     expect(again.unchanged).toBe(true);
   });
 
   it("refuses bad names", async () => {
-    await expect(importImage({ image: join(dir, "disk.img"), repo: join(dir, "repo"), name: "../x" })).rejects.toThrow(/not a valid/);
+    await expect(importImage({ image: join(dir, "disk.img"), repo: join(dir, "repo"), name: "../x", bootDevice: "hda" })).rejects.toThrow(/not a valid/);
   });
 });
 

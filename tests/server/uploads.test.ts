@@ -26,7 +26,7 @@ beforeAll(async () => {
   const raw = Buffer.alloc(4 * 65536);
   raw.fill("image ", 0, 65536);
   await writeFile(join(dir, "disk.img"), raw);
-  image = (await importImage({ image: join(dir, "disk.img"), repo: repoDir, name: "test" })).manifest;
+  image = (await importImage({ image: join(dir, "disk.img"), repo: repoDir, name: "test", bootDevice: "hda" })).manifest;
   open = await startServer({ repoRoot: repoDir, uploads: true, uploadToken: "" });
 });
 

@@ -18,8 +18,12 @@ describe("manifest hardware", () => {
   });
 
   it("round-trips, and a snapshot's RAM is the one its state was taken with", () => {
-    const hardware = { memoryBytes: 256 << 20, network: true, sharedFolder: true, vgaMemoryBytes: 2 << 20 };
+    const hardware = { memoryBytes: 256 << 20, network: true, sharedFolder: true, vgaMemoryBytes: 2 << 20, bootDevice: "hda" };
     expect(hardwareOf(parseManifest({ ...image, hardware }))).toEqual(hardware);
+    // The boot device came later too: without it, the hard disk.
+    const { bootDevice: _b, ...noDevice } = hardware;
+    expect(hardwareOf(parseManifest({ ...image, hardware: noDevice }))).toEqual(hardware);
+    expect(hardwareOf(parseManifest({ ...image, hardware: { ...hardware, bootDevice: "cdrom" } })).bootDevice).toBe("cdrom");
     // Video RAM came later: a shape without it has v86's default.
     const { vgaMemoryBytes: _, ...older } = hardware;
     expect(hardwareOf(parseManifest({ ...image, hardware: older }))).toEqual({ ...hardware, vgaMemoryBytes: 8 << 20 });
@@ -41,6 +45,7 @@ describe("manifest hardware", () => {
       { memoryBytes: 1000, network: true, sharedFolder: false },
       { memoryBytes: 64 << 20, network: "yes", sharedFolder: false },
       { memoryBytes: 64 << 20, network: true, sharedFolder: false, vgaMemoryBytes: 3 << 20 },
+      { memoryBytes: 64 << 20, network: true, sharedFolder: false, bootDevice: "usb" },
     ]) {
       expect(() => parseManifest({ ...image, hardware })).toThrow(ManifestError);
     }

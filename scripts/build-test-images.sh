@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Images a person might bring, for tests/e2e/own-image.spec.ts, built from Debian packages (no
+# downloads of images): in build/test-images/
+#   live.iso     an ISO 9660 CD booted by isolinux: the guest kernel with a busybox initramfs, a
+#                root shell on the serial port that first prints "sandglass-live-cd"
+#   floppy.img   a 1.44 MB FAT floppy booted by syslinux, whose menu says "sandglass-floppy" on
+#                the screen and the serial port
+# The CD is the same bytes for the same inputs (the floppy is not: syslinux stamps its files with
+# the time); both are skipped while the inputs are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGE_TOOL=build-test-images
+source scripts/image-lib.sh
+check_image_tools
+need xorriso xorriso
+[[ -f /usr/lib/ISOLINUX/isolinux.bin ]] || die "missing isolinux.bin (Debian package isolinux); run: sudo bash scripts/system-deps.sh image"
+
+OUT=build/test-images
+DEBS=build/debs
+WORK=build/test-images-work
+INPUTS="$(cat "$0" scripts/image-lib.sh | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") busybox-static=$(version busybox-static:i386) isolinux=$(dpkg-query -W -f='${Version}' isolinux) syslinux=$(dpkg-query -W -f='${Version}' syslinux)"
+if [[ -f $OUT/live.iso && -f $OUT/floppy.img && -f $OUT/.stamp && $(cat "$OUT/.stamp") == "$INPUTS" ]]; then
+  say "test images up to date ($OUT)"
+  exit 0
+fi
+rm -rf "$WORK" "$OUT"
+mkdir -p "$WORK" "$OUT"
+unpack_kernel "$WORK/kernel"
+dpkg-deb -x "$(fetch_deb busybox-static)" "$WORK/busybox"
+
+say "live CD: kernel, busybox initramfs, isolinux"
+INITRD=$WORK/initrd
+mkdir -p "$INITRD"/{bin,dev,proc,sys,tmp,root,lib/modules}
+cp "$WORK/busybox/bin/busybox" "$INITRD/bin/busybox"
+ln -s busybox "$INITRD/bin/sh"
+# The disk modules, so a live CD can write to a hard disk (an installer's job).
+for m in ata_piix sd_mod; do modprobe -d "$WORK/kernel" -S "$KVER" --show-depends "$m"; done | awk '$1 == "insmod" { print $2 }' |
+  while read -r ko; do cp -n "$ko" "$INITRD/lib/modules/"; basename "$ko" >> "$INITRD/lib/modules/order"; done
+cat > "$INITRD/init" <<'INIT'
+#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m 2>/dev/null; done
+echo "sandglass-live-cd: booted from the CD"
+cd /root
+exec setsid cttyhack sh
+INIT
+chmod 755 "$INITRD/init"
+find "$INITRD" -exec touch -h -d "@$EPOCH" {} +
+mkdir -p "$WORK/iso/isolinux"
+(cd "$INITRD" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --reproducible --quiet) | gzip -9n > "$WORK/iso/initrd.gz"
+cp "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/iso/vmlinuz"
+cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$WORK/iso/isolinux/"
+cat > "$WORK/iso/isolinux/isolinux.cfg" <<CFG
+SERIAL 0 115200
+DEFAULT live
+PROMPT 0
+TIMEOUT 0
+LABEL live
+  KERNEL /vmlinuz
+  APPEND initrd=/initrd.gz console=tty0 console=ttyS0,115200 quiet loglevel=3 tsc=reliable mitigations=off nowatchdog
+CFG
+find "$WORK/iso" -exec touch -h -d "@$EPOCH" {} +
+xorriso -as mkisofs -quiet -o "$OUT/live.iso" -V SANDGLASS_LIVE -r -J \
+  -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table \
+  --modification-date="$(date -u -d "@$EPOCH" +%Y%m%d%H%M%S00)" "$WORK/iso" 2>/dev/null
+
+say "floppy: syslinux on FAT12"
+mkfs.vfat -C -n SGFLOPPY -i 53474c46 "$WORK/floppy.img" 1440 >/dev/null
+syslinux --install "$WORK/floppy.img"
+# syslinux's menu: its title is the marker, on the screen and the serial port (SAY and DISPLAY
+# print nothing on the serial port in v86).
+printf 'SERIAL 0 115200\nUI menu.c32\nMENU TITLE sandglass-floppy: booted from the floppy\nLABEL stay\n  MENU LABEL (nothing to boot: this floppy only shows its menu)\n  KERNEL none\n' > "$WORK/syslinux.cfg"
+MODULES=/usr/lib/syslinux/modules/bios
+cp "$MODULES/menu.c32" "$MODULES/libutil.c32" "$MODULES/libcom32.c32" "$WORK/"
+touch -d "@$EPOCH" "$WORK"/*.c32 "$WORK/syslinux.cfg"
+MTOOLS_SKIP_CHECK=1 mcopy -m -i "$WORK/floppy.img" "$WORK/syslinux.cfg" "$WORK/menu.c32" "$WORK/libutil.c32" "$WORK/libcom32.c32" ::
+mv "$WORK/floppy.img" "$OUT/floppy.img"
+rm -rf "$WORK"
+echo "$INPUTS" > "$OUT/.stamp"
+say "built $OUT/live.iso ($(stat -c %s "$OUT/live.iso") bytes) and $OUT/floppy.img"

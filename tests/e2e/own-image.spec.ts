@@ -1,0 +1,193 @@
+/**
+ * Issue 12 (bring your own image), from a file: a raw hard disk, an ISO 9660 CD and a floppy are
+ * imported in the page (detected, settings, progress), boot, and get what Sandglass's own images
+ * get: writes, checkpoints, rewind, reload, export to a file and import elsewhere. A file that is
+ * no image, and an import cancelled halfway, leave nothing in storage.
+ *
+ * The images are built from Debian packages by scripts/build-test-images.sh (the CD and the
+ * floppy) and scripts/build-image.sh (the hard disk: the small guest's raw disk).
+ */
+import { execFileSync } from "node:child_process";
+import { open, readFile, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { Page } from "@playwright/test";
+import { checkpoint, clickPoint, expect, run, smallImage, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
+
+const RAW_DISK = resolve("build/guest/disk.img");
+const LIVE_CD = resolve("build/test-images/live.iso");
+const FLOPPY = resolve("build/test-images/floppy.img");
+
+test.beforeAll(() => {
+  // Quick when they are up to date (the inputs are stamped).
+  execFileSync("bash", ["scripts/build-test-images.sh"], { stdio: "inherit" });
+});
+
+/** How many records the page's IndexedDB holds in the stores an import touches. */
+async function storageCounts(p: Page): Promise<{ chunks: number; manifests: number; machines: number }> {
+  return p.evaluate(async () => {
+    const db = await new Promise<IDBDatabase>((ok, fail) => {
+      const r = indexedDB.open("sandglass");
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const count = (name: string) =>
+      new Promise<number>((ok, fail) => {
+        const r = db.transaction(name).objectStore(name).count();
+        r.onsuccess = () => ok(r.result);
+        r.onerror = () => fail(r.error);
+      });
+    const counts = { chunks: await count("chunks"), manifests: await count("manifests"), machines: await count("machines") };
+    db.close();
+    return counts;
+  });
+}
+
+/** Chooses `file` with "Open file…" and waits for the import dialog's settings. */
+async function chooseImage(p: Page, file: string | { name: string; mimeType: string; buffer: Buffer }): Promise<void> {
+  await p.getByTestId("file-input").setInputFiles(file);
+}
+
+/** Imports the chosen file as it was detected and waits for its machine's page. */
+async function importAndOpen(p: Page): Promise<void> {
+  await p.getByTestId("import-start").click();
+  await p.waitForURL(/#\/m\/[0-9a-f-]{36}$/, { timeout: 300_000 });
+}
+
+test("a hard disk image from a file boots, writes, checkpoints, rewinds, reloads, and travels as a file", async ({ page, repo, browser }) => {
+  test.setTimeout(15 * 60_000);
+  await page.goto(smallImage(repo));
+  await waitForShell(page);
+  const before = await storageCounts(page);
+  await chooseImage(page, RAW_DISK);
+  await expect(page.getByTestId("import-dialog")).toHaveAttribute("data-phase", "settings");
+  await expect(page.getByTestId("import-detected")).toContainText("hard disk image (MBR), 256.0 MiB");
+  await expect(page.getByTestId("import-boot")).toHaveValue("hda");
+  await page.getByTestId("import-memory").selectOption("64");
+  const started = Date.now();
+  await importAndOpen(page);
+  console.log(`imported the 256 MiB raw disk in ${Date.now() - started} ms`);
+  await expect(page.getByTestId("machine-name")).toHaveText("disk.img");
+  await waitForShell(page);
+  const after = await storageCounts(page);
+  expect(after.machines).toBe(before.machines + 1);
+  expect(after.manifests).toBe(before.manifests + 1);
+
+  await run(page, "echo own-$((6*7)) > /root/own.txt; sync; echo wrote-$((1+1))", "wrote-2");
+  const good = await checkpoint(page);
+  await run(page, "rm /root/own.txt; sync; test -f /root/own.txt || echo gone-$((2+2))", "gone-4");
+  await clickPoint(page, `[data-id="${good}"]`);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "cat /root/own.txt", "own-42");
+  await waitForSaved(page);
+  await page.reload();
+  await waitForShell(page);
+  await run(page, "cat /root/own.txt; echo again-$((3+3))", "again-6");
+
+  // A link is not possible (only this browser has the image), a file is: it carries the image.
+  await page.getByTestId("share-now").click();
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "failed", { timeout: 120_000 });
+  await expect(page.getByTestId("share-error")).toContainText("image you brought");
+  const downloading = page.waitForEvent("download", { timeout: 300_000 });
+  await page.getByTestId("export-file").click();
+  const download = await downloading;
+  const file = test.info().outputPath(download.suggestedFilename());
+  await download.saveAs(file);
+
+  const other = await browser.newContext();
+  try {
+    const b = await other.newPage();
+    await b.goto(smallImage(repo));
+    await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
+    await b.getByTestId("file-input").setInputFiles(file);
+    await b.waitForURL(/#\/s\/[a-z2-7]{26}$/);
+    await waitForShell(b);
+    await run(b, "cat /root/own.txt; echo there-$((4+4))", "there-8");
+  } finally {
+    await other.close();
+  }
+});
+
+test("an ISO boots from the CD and resumes after a reload; a floppy boots from the floppy", async ({ page, repo }) => {
+  test.setTimeout(10 * 60_000);
+  await page.goto(smallImage(repo));
+  await waitForShell(page);
+  await chooseImage(page, LIVE_CD);
+  await expect(page.getByTestId("import-detected")).toContainText("CD image (ISO 9660), volume SANDGLASS_LIVE");
+  await expect(page.getByTestId("import-boot")).toHaveValue("cdrom");
+  await importAndOpen(page);
+  await expect(terminal(page)).toContainText("sandglass-live-cd: booted from the CD", { timeout: 300_000 });
+  await waitForShell(page);
+  // Only in RAM (the CD is read-only): seeing it after the reload means the machine resumed.
+  await run(page, "export LIVE=cd-$((5*5)); grep -c iso9660 /proc/filesystems >/dev/null; echo set-$((1+2))", "set-3");
+  await checkpoint(page);
+  await page.reload();
+  await waitForShell(page);
+  await run(page, "echo $LIVE-$((2*4))", "cd-25-8");
+
+  await chooseImage(page, FLOPPY);
+  await expect(page.getByTestId("import-detected")).toContainText("1.44 MB floppy image");
+  await expect(page.getByTestId("import-boot")).toHaveValue("fda");
+  await importAndOpen(page);
+  await expect(terminal(page)).toContainText("sandglass-floppy: booted from the floppy", { timeout: 300_000 });
+  await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
+  await checkpoint(page);
+  await page.reload();
+  await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout: 120_000 });
+  await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
+});
+
+test("files that are not disk images, and an import cancelled halfway, leave nothing in storage", async ({ page, repo }) => {
+  test.setTimeout(10 * 60_000);
+  await page.goto(smallImage(repo));
+  await waitForShell(page);
+  const before = await storageCounts(page);
+  const iso = await readFile(LIVE_CD);
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(4096, 7)]);
+  for (const [file, reason] of [
+    [{ name: "cat.png", mimeType: "image/png", buffer: png }, "it is a PNG picture"],
+    [{ name: "empty.img", mimeType: "application/octet-stream", buffer: Buffer.alloc(0) }, "the file is empty"],
+    [{ name: "cut.iso", mimeType: "application/octet-stream", buffer: iso.subarray(0, 2 ** 20) }, "cut short"],
+  ] as const) {
+    await chooseImage(page, file);
+    await expect(page.getByTestId("image-error")).toContainText(reason);
+    await expect(page.getByTestId("import-dialog")).toHaveCount(0);
+  }
+  expect(await storageCounts(page)).toEqual(before);
+
+  // A 512 MiB disk with no two chunks alike: long enough an import to cancel.
+  const big = test.info().outputPath("big.img");
+  const handle = await open(big, "w");
+  const slice = Buffer.alloc(16 * 2 ** 20);
+  for (let at = 0; at < 512 * 2 ** 20; at += slice.length) {
+    for (let c = 0; c < slice.length; c += 65536) slice.writeUInt32LE(at + c + 1, c + 1024);
+    if (at === 0) slice.set([0x55, 0xaa], 510);
+    await handle.write(slice, 0, slice.length, at);
+  }
+  await handle.close();
+  await chooseImage(page, big);
+  await page.getByTestId("import-start").click();
+  const progress = page.getByTestId("import-progress");
+  await expect.poll(async () => Number(await progress.getAttribute("value")), { timeout: 60_000 }).toBeGreaterThan(0);
+  await expect(page.getByTestId("import-dialog")).toContainText(/left/);
+  await page.getByTestId("import-cancel").click();
+  await expect(page.getByTestId("image-error")).toContainText("cancelled");
+  await expect(page.getByTestId("import-dialog")).toHaveCount(0);
+  expect(await storageCounts(page)).toEqual(before);
+  await rm(big);
+  await run(page, "echo still-$((7*6))", "still-42"); // the machine that was open runs on
+});
+
+test("the command-line importer detects the image kind the same way", async () => {
+  const dir = test.info().outputPath("repo");
+  const out = execFileSync("npx", ["tsx", "scripts/import-image.ts", LIVE_CD, "--name", "live", "--repo", dir], { encoding: "utf8" });
+  expect(out).toContain('image "live"');
+  const manifest = JSON.parse(await readFile(join(dir, "images/live.json"), "utf8")) as { hardware?: { bootDevice?: string } };
+  expect(manifest.hardware?.bootDevice).toBe("cdrom");
+  let refused = "";
+  try {
+    execFileSync("npx", ["tsx", "scripts/import-image.ts", join(dir, "images/live.json"), "--name", "bad", "--repo", dir], { encoding: "utf8", stdio: "pipe" });
+  } catch (err) {
+    refused = String((err as { stderr?: string }).stderr);
+  }
+  expect(refused).toContain("cannot be used as a disk image");
+});
