@@ -2,7 +2,7 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|history|dd|rewind|share|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|history|dd|rewind|share|import|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}; a first visit (booted snapshot) vs v86
@@ -11,6 +11,7 @@
  * history  rewind latency vs history size, dd throughput vs v86's in-memory disk, checkpoint cost
  *          (`dd`: the last two only; `rewind`: the first only).
  * share    publishing after a 1 MiB change (time, bytes up) and opening the link (bytes down).
+ * import   importing a 1 GiB image file vs reading it alone; memory during a 4 GiB import.
  */
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,6 +19,7 @@ import { join, resolve } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
 import { historyBench } from "./history.ts";
+import { importBench } from "./import.ts";
 import { shareBench } from "./share.ts";
 
 export const CHROMIUM_ARGS = [
@@ -446,6 +448,7 @@ async function main(): Promise<void> {
     if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });
     if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });
     if (which === "share" || which === "all") await shareBench(browser, servers);
+    if (which === "import" || which === "all") await importBench(servers);
   } finally {
     await browser.close();
     await servers.close();

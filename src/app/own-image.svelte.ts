@@ -10,7 +10,7 @@ import type { ImportProgress, ImportSettings } from "../engine/image-import.ts";
 import { machineHash } from "./route.ts";
 
 /** File names taken for disk images when dropped (anything else dropped goes to /shared). */
-export const IMAGE_EXTENSIONS = [".iso", ".img", ".ima", ".flp", ".vfd", ".raw", ".dsk", ".hdd", ".bin"];
+export const IMAGE_EXTENSIONS = [".iso", ".img", ".ima", ".flp", ".vfd", ".raw", ".dsk", ".hdd", ".bin", ".gz"];
 
 export const isImageName = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
 

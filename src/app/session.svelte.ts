@@ -43,6 +43,8 @@ export interface ShareState {
   totalFiles?: number;
   uploadedBytes?: number;
   error?: string;
+  /** At most how large "Download as file" is (said before anything is written). */
+  fileBytes?: number;
 }
 
 const TOKEN_KEY = "sandglass:upload-token";
@@ -420,10 +422,17 @@ export class Session {
     const api = this.bridge?.api;
     if (!api) return;
     this.share = { checkpoint, phase: "publishing" };
+    void api.exportEstimate(checkpoint.id).then(
+      (fileBytes) => {
+        if (this.share?.checkpoint.id === checkpoint.id) this.share = { ...this.share, fileBytes };
+      },
+      () => undefined,
+    );
     const token = localStorage.getItem(TOKEN_KEY) ?? undefined;
     try {
       const result = await api.publish(checkpoint.id, token ? { token } : {});
       this.share = {
+        ...this.share,
         checkpoint,
         phase: "published",
         link: new URL(snapshotHash(result.id), location.href).href,
@@ -440,7 +449,7 @@ export class Session {
           return this.shareCheckpoint(checkpoint, false);
         }
       }
-      this.share = { checkpoint, phase: "failed", error: message };
+      this.share = { ...this.share, checkpoint, phase: "failed", error: message };
     }
   }
 

@@ -464,6 +464,18 @@ export class DiskService {
     return uploadSnapshot(this.opened.base.repoUrl, snapshot, this.deps.fetch, options.token);
   }
 
+  /**
+   * At most how large exportBundle's file for a checkpoint is (before compression): every distinct
+   * chunk of the disk plus the machine state. Cheap: says the size before anything is written.
+   */
+  async exportEstimate(checkpointId: string): Promise<number> {
+    const record = (await this.saved.list()).find((c) => c.id === checkpointId);
+    if (!record) throw new Error("That checkpoint is not in this machine any more.");
+    const { chunks, chunkSize } = this.opened.base.manifest;
+    const changed = await this.opened.changedChunks({ branch: record.branch, seq: record.seq });
+    return (new Set(chunks.filter((c) => c !== null)).size + changed.length) * chunkSize + record.stateBytes;
+  }
+
   /** A checkpoint as one bundle file holding every chunk it needs (see bundle.ts). */
   async exportBundle(checkpointId: string): Promise<{ name: string; bytes: Uint8Array }> {
     const snapshot = await this.snapshotOf(checkpointId);

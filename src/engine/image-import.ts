@@ -1,13 +1,14 @@
 /**
- * Imports a person's own disk image (an ISO, a raw hard disk, a floppy) into the local store as a
+ * Imports a person's own disk image (an ISO, a raw hard disk, a floppy; raw or gzip-compressed) into the local store as a
  * repository image of {@link LOCAL_REPO}: cut into chunks, hashed, zero chunks skipped, chunks
  * already stored not stored again. The file is read a slice at a time, so a 4 GiB image never
  * sits whole in memory. Either the whole image lands (its manifest last) or, on failure or
  * cancel, nothing it added is left.
  */
+import { Gunzip } from "fflate";
 import { createSHA256, type IHasher } from "hash-wasm";
 import type { LocalStore } from "./local-store.ts";
-import { detectImage, DETECT_BYTES, type DetectedImage } from "./image-detect.ts";
+import { detectImage, DETECT_BYTES, NotAnImageError, type DetectedImage } from "./image-detect.ts";
 import { manifestUrl } from "./chunk-source.ts";
 import {
   DEFAULT_CHUNK_SIZE,
@@ -63,9 +64,99 @@ export function fileImage(file: File): ImageFile {
   };
 }
 
+/**
+ * An image's content, a SLICE_BYTES slice at a time: a raw file as it is, a gzip'd one inflated
+ * on the way (fflate's streaming inflate), so neither is ever whole in memory.
+ */
+interface Content {
+  /** Bytes of the image (a gzip'd file's: from its trailer, checked at the end). */
+  size: number;
+  gzip: boolean;
+  /** The first DETECT_BYTES (or all of a shorter image). */
+  head: Uint8Array;
+  /** The slices in order, with how much of the file has been read for each. */
+  slices(): AsyncGenerator<{ data: Uint8Array; fileBytes: number }>;
+}
+
+const isGzip = (b: Uint8Array) => b.length >= 18 && b[0] === 0x1f && b[1] === 0x8b;
+
+async function openContent(file: ImageFile): Promise<Content> {
+  const start = file.size === 0 ? new Uint8Array(0) : await file.read(0, Math.min(DETECT_BYTES, file.size));
+  if (!isGzip(start)) {
+    return {
+      size: file.size,
+      gzip: false,
+      head: start,
+      async *slices() {
+        for (let at = 0; at < file.size; at += SLICE_BYTES) {
+          const data = await file.read(at, Math.min(SLICE_BYTES, file.size - at));
+          yield { data, fileBytes: at + data.byteLength };
+        }
+      },
+    };
+  }
+  // gzip's trailer ends with the inflated size modulo 2^32.
+  const trailer = await file.read(file.size - 4, 4);
+  const size = new DataView(trailer.buffer, trailer.byteOffset, 4).getUint32(0, true);
+  const damaged = () => new NotAnImageError(file.name, "it is gzip-compressed, but the gzip data is damaged or cut short.");
+  async function* inflated(limit = Infinity) {
+    const out: Uint8Array[] = [];
+    let outBytes = 0;
+    let ended = false;
+    const inflater = new Gunzip((data, final) => {
+      out.push(data);
+      outBytes += data.byteLength;
+      ended ||= final;
+    });
+    const take = (n: number) => {
+      const piece = new Uint8Array(n);
+      for (let at = 0; at < n; ) {
+        const first = out[0]!;
+        const used = Math.min(first.byteLength, n - at);
+        piece.set(first.subarray(0, used), at);
+        at += used;
+        if (used === first.byteLength) out.shift();
+        else out[0] = first.subarray(used);
+      }
+      outBytes -= n;
+      return piece;
+    };
+    let total = 0;
+    for (let at = 0; at < file.size && total < limit; ) {
+      const compressed = await file.read(at, Math.min(SLICE_BYTES, file.size - at));
+      at += compressed.byteLength;
+      try {
+        inflater.push(compressed, at >= file.size);
+      } catch {
+        throw damaged();
+      }
+      while (outBytes >= SLICE_BYTES) {
+        total += SLICE_BYTES;
+        yield { data: take(SLICE_BYTES), fileBytes: at };
+      }
+    }
+    if (total >= limit) return;
+    if (!ended) throw damaged();
+    if (outBytes > 0) {
+      total += outBytes;
+      yield { data: take(outBytes), fileBytes: file.size };
+    }
+    if (total % 2 ** 32 !== size) throw damaged();
+  }
+  // The first slice (at most SLICE_BYTES inflated), for detection; the import inflates again.
+  let head = new Uint8Array(0);
+  for await (const { data } of inflated(DETECT_BYTES)) head = data.slice(0, DETECT_BYTES);
+  return { size, gzip: true, head, slices: () => inflated() };
+}
+
 /** Detects what the file is (see image-detect.ts); throws NotAnImageError with the reason. */
 export async function inspectImage(file: ImageFile): Promise<DetectedImage> {
-  return detectImage(file.name, file.size, file.size === 0 ? new Uint8Array(0) : await file.read(0, Math.min(DETECT_BYTES, file.size)));
+  return detectContent(file, await openContent(file));
+}
+
+function detectContent(file: ImageFile, content: Content): DetectedImage {
+  const detected = detectImage(file.name, content.size, content.head);
+  return content.gzip ? { ...detected, label: `${detected.label}, gzip-compressed` } : detected;
 }
 
 /** An image name from the file's name and content: the same file imported twice is one image. */
@@ -97,7 +188,8 @@ export async function importImage(
   settings: ImportSettings,
   options: ImportOptions = {},
 ): Promise<{ source: MachineSource; manifest: DiskManifest; detected: DetectedImage }> {
-  const detected = await inspectImage(file);
+  const content = await openContent(file);
+  const detected = detectContent(file, content);
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const started = performance.now();
   const whole = await createSHA256();
@@ -107,13 +199,15 @@ export async function importImage(
   // Chunks this import stored (and only those): what a failure or cancel takes out again.
   const added = new Set<string>();
   let storedBytes = 0;
+  let writing: Promise<void> = Promise.resolve();
   const check = () => {
     if (options.signal?.aborted) throw new ImportCancelled();
   };
   try {
-    for (let offset = 0; offset < file.size; offset += SLICE_BYTES) {
+    let imageBytes = 0;
+    for await (const { data: slice, fileBytes } of content.slices()) {
       check();
-      const slice = await file.read(offset, Math.min(SLICE_BYTES, file.size - offset));
+      imageBytes += slice.byteLength;
       whole.update(slice);
       const fresh = new Map<string, Uint8Array>();
       for (let at = 0; at < slice.byteLength; at += chunkSize) {
@@ -133,16 +227,20 @@ export async function importImage(
       check();
       if (fresh.size) {
         for (const h of fresh.keys()) added.add(h);
-        await store.putChunks(fresh);
+        // One transaction in flight while the next slice is read and hashed.
+        await writing;
+        writing = store.putChunks(fresh);
         for (const d of fresh.values()) storedBytes += d.byteLength;
       }
+      // Counted in the file's bytes: a gzip'd file's inflated size is only sure at its end.
       options.onProgress?.({
-        doneBytes: Math.min(file.size, offset + SLICE_BYTES),
+        doneBytes: fileBytes,
         totalBytes: file.size,
         storedBytes,
         elapsedMs: performance.now() - started,
       });
     }
+    await writing;
     check();
     const sha256 = whole.digest("hex");
     const name = ownImageName(file.name, sha256);
@@ -160,7 +258,7 @@ export async function importImage(
       name,
       description: `${file.name}: ${detected.label}`,
       created: new Date().toISOString(),
-      size: file.size,
+      size: imageBytes,
       chunkSize,
       chunks,
       sha256,
@@ -172,6 +270,7 @@ export async function importImage(
     return { source, manifest, detected };
   } catch (err) {
     // Leave nothing behind: the chunks this import added are used by no manifest yet.
+    await writing.catch(() => undefined);
     await store.deleteChunks(added).catch(() => undefined);
     throw err;
   }

@@ -5,6 +5,7 @@
  * nothing behind. Runs on fake-indexeddb.
  */
 import "fake-indexeddb/auto";
+import { gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { ChunkSource, loadManifest, RepositoryError } from "../../src/engine/chunk-source.ts";
 import { Disk } from "../../src/engine/disk.ts";
@@ -103,6 +104,25 @@ describe("image import", () => {
     await forgetOwnImage(store, source);
     expect(await chunkCount(store)).toBe(before);
     await expect(loadManifest(store, source, () => Promise.reject(new Error("no network")))).rejects.toThrow(RepositoryError);
+  });
+
+  it("a gzip-compressed image is inflated on the way; a cut-short one is refused and stores nothing", async () => {
+    const store = await LocalStore.open("own-gzip");
+    const image = iso(12 * MiB);
+    image.fill(3, 9 * MiB, 9 * MiB + 5000);
+    const packed = gzipSync(image);
+    const { manifest, detected } = await importImage(store, fileOf("live.iso.gz", packed), settings);
+    expect(detected).toMatchObject({ bootDevice: "cdrom", label: expect.stringContaining("gzip-compressed") });
+    expect(manifest.size).toBe(image.byteLength);
+    const record: MachineRecord = { id: "g", name: "g", source: { repo: LOCAL_REPO, kind: "image", name: manifest.name }, created: 0, opened: 0, lastSeq: 0, lastBranch: 0, now: { branch: 0, seq: 0 } };
+    const disk = await Disk.open(store, new ChunkSource(manifest, LOCAL_REPO, store, () => Promise.reject(new Error("no network"))), record);
+    expect(Buffer.from(await disk.read(0, image.byteLength)).equals(Buffer.from(image))).toBe(true);
+
+    const other = await LocalStore.open("own-gzip-cut");
+    const cut = packed.slice(0, packed.byteLength - 100);
+    cut.set(packed.subarray(packed.byteLength - 4), cut.byteLength - 4); // a trailer that still reads as a size
+    await expect(importImage(other, fileOf("cut.iso.gz", cut), settings)).rejects.toThrow(/damaged or cut short/);
+    expect(await chunkCount(other)).toBe(0);
   });
 
   it("a cancelled import leaves nothing in storage", async () => {
