@@ -93,4 +93,13 @@ test("a bookmark or checkpoint just made is in view, even with the strip scrolle
   await scrollBack();
   const made = await checkpoint(page);
   await expect(strip.locator(`[data-testid="point"][data-id="${made}"]`)).toBeInViewport();
+
+  // Points the machine makes on its own (quiet points, automatic checkpoints) leave a person who
+  // scrolled back where they are.
+  await scrollBack();
+  const count = () => page.evaluate(() => (window as unknown as { sandglass: { timeline: { checkpoints: unknown[]; markers: unknown[] } } }).sandglass.timeline.checkpoints.length);
+  const before = await count();
+  await run(page, "echo more > /root/more; sync; echo busy-$((5+6))", "busy-11");
+  await expect.poll(count, { timeout: 60_000 }).toBeGreaterThan(before);
+  expect(await strip.evaluate((el) => el.scrollLeft)).toBe(0);
 });
