@@ -34,8 +34,7 @@ mkdir -p "$INITRD"/{bin,dev,proc,sys,tmp,root,lib/modules}
 cp "$WORK/busybox/bin/busybox" "$INITRD/bin/busybox"
 ln -s busybox "$INITRD/bin/sh"
 # The disk modules, so a live CD can write to a hard disk (an installer's job).
-for m in ata_piix sd_mod; do modprobe -d "$WORK/kernel" -S "$KVER" --show-depends "$m"; done | awk '$1 == "insmod" { print $2 }' |
-  while read -r ko; do cp -n "$ko" "$INITRD/lib/modules/"; basename "$ko" >> "$INITRD/lib/modules/order"; done
+copy_modules "$WORK/kernel" "$INITRD" ata_piix sd_mod
 cat > "$INITRD/init" <<'INIT'
 #!/bin/sh
 /bin/busybox --install -s /bin

@@ -62,6 +62,21 @@ unpack_kernel() {
   depmod -b "$1" "$KVER"
 }
 
+# copy_modules KERNEL_DIR INITRD MODULE…: the modules and what they depend on, into
+# INITRD/lib/modules, each once, with INITRD/lib/modules/order listing them in load order.
+copy_modules() {
+  local kernel=$1 initrd=$2 ko name
+  shift 2
+  mkdir -p "$initrd/lib/modules"
+  : > "$initrd/lib/modules/order"
+  for m in "$@"; do modprobe -d "$kernel" -S "$KVER" --show-depends "$m"; done | awk '$1 == "insmod" { print $2 }' | while read -r ko; do
+    name=$(basename "$ko")
+    [[ -f $initrd/lib/modules/$name ]] && continue
+    cp "$ko" "$initrd/lib/modules/$name"
+    echo "$name" >> "$initrd/lib/modules/order"
+  done
+}
+
 # make_initramfs KERNEL_DIR BUSYBOX OUT.gz: a busybox initramfs that loads $INITRD_MODULES (and
 # their dependencies), mounts /dev/sda2 and switches to its /sbin/init.
 make_initramfs() {
@@ -70,13 +85,7 @@ make_initramfs() {
   mkdir -p "$initrd"/{bin,dev,proc,sys,newroot,lib/modules}
   cp "$busybox" "$initrd/bin/busybox"
   ln -s busybox "$initrd/bin/sh"
-  : > "$initrd/lib/modules/order"
-  for m in $INITRD_MODULES; do modprobe -d "$kernel" -S "$KVER" --show-depends "$m"; done | awk '$1 == "insmod" { print $2 }' | while read -r ko; do
-    name=$(basename "$ko")
-    [[ -f $initrd/lib/modules/$name ]] && continue
-    cp "$ko" "$initrd/lib/modules/$name"
-    echo "$name" >> "$initrd/lib/modules/order"
-  done
+  copy_modules "$kernel" "$initrd" $INITRD_MODULES
   cat > "$initrd/init" <<'EOF'
 #!/bin/sh
 /bin/busybox --install -s /bin

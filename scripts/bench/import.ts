@@ -10,8 +10,8 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, open, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type Page } from "playwright-core";
-import { CHROMIUM_ARGS, type Servers } from "./run.ts";
+import type { Page } from "playwright-core";
+import { launchWithProfile, type Servers } from "./run.ts";
 
 const MiB = 2 ** 20;
 
@@ -59,11 +59,7 @@ async function browserPss(byType?: Map<string, number>): Promise<number> {
  */
 async function pageWithFile(servers: Servers, path: string): Promise<{ page: Page; close: () => Promise<void> }> {
   const profile = await mkdtemp(join(tmpdir(), "sandglass-bench-profile-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: CHROMIUM_ARGS,
-  });
+  const context = await launchWithProfile(profile);
   const page = context.pages()[0] ?? (await context.newPage());
   await page.goto(`${servers.app.url}#/i/small`);
   await page.waitForFunction(() => (window as unknown as { sandglass?: { status: string } }).sandglass?.status === "running", null, { timeout: 180_000 });

@@ -16,7 +16,7 @@
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
 import { historyBench } from "./history.ts";
 import { importBench } from "./import.ts";
@@ -70,8 +70,15 @@ export async function startServers(): Promise<Servers> {
   };
 }
 
+const launchOptions = () => ({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", headless: true, args: CHROMIUM_ARGS });
+
 export function launch(): Promise<Browser> {
-  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", headless: true, args: CHROMIUM_ARGS });
+  return chromium.launch(launchOptions());
+}
+
+/** A browser whose profile is on disk at `dir` (IndexedDB on disk, as a person's is; incognito keeps it in memory). */
+export function launchWithProfile(dir: string): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(dir, launchOptions());
 }
 
 // ── driving the pages ─────────────────────────────────────────────────────────────────────────

@@ -7,14 +7,13 @@ import { proxy } from "comlink";
 import type { DiskApi } from "../bridge/disk-bridge.ts";
 import type { DetectedImage } from "../engine/image-detect.ts";
 import type { ImportProgress, ImportSettings } from "../engine/image-import.ts";
+import { describe } from "./format.ts";
 import { machineHash } from "./route.ts";
 
 /** File names taken for disk images when dropped (anything else dropped goes to /shared). */
 export const IMAGE_EXTENSIONS = [".iso", ".img", ".ima", ".flp", ".vfd", ".raw", ".dsk", ".hdd", ".bin", ".gz"];
 
 export const isImageName = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
-
-const describe = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class OwnImageImport {
   /** "settings": the file is detected, the person chooses; "importing": progress is shown. */

@@ -12,6 +12,7 @@ import type { Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine, type EmulatorFiles } from "../vm/machine.ts";
 import type { Startup } from "./startup.ts";
+import { describe } from "./format.ts";
 import { machineHash, snapshotHash, type Route } from "./route.ts";
 import type { MachineRecord } from "../engine/store-format.ts";
 import { SharedFolder, type SharedFile } from "../vm/shared-folder.ts";
@@ -30,7 +31,6 @@ export const BOOT_GRACE_MS = 60_000;
 /** How often the auto-checkpoint rule is checked. */
 const AUTO_TICK_MS = 250;
 
-const describe = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /** Renders a thumbnail of what the person sees (a data URL), or undefined if nothing to show. */
 export type ThumbnailSource = () => string | undefined;

@@ -202,16 +202,7 @@ export class DiskService {
       if (machine && !sameSource(machine.source, source)) manifest = await loadManifest(store, machine.source, this.deps.fetch);
     }
     const now = Date.now();
-    machine ??= {
-      id: crypto.randomUUID(),
-      name: uniqueName(requested.kind === "image" ? requested.name : `shared ${requested.name.slice(0, 6)}`, machines),
-      source,
-      created: now,
-      opened: now,
-      lastSeq: 0,
-      lastBranch: 0,
-      now: { branch: 0, seq: 0 },
-    };
+    machine ??= newMachine(uniqueName(requested.kind === "image" ? requested.name : `shared ${requested.name.slice(0, 6)}`, machines), source, now);
     if (this.deps.acquireLock && !(await this.deps.acquireLock(`sandglass:machine:${machine.id}`))) {
       throw new MachineBusyError(machine.name);
     }
@@ -560,17 +551,7 @@ export class DiskService {
         signal: control.signal,
         ...(onProgress ? { onProgress } : {}),
       });
-      const now = Date.now();
-      const machine: MachineRecord = {
-        id: crypto.randomUUID(),
-        name: uniqueName(file.name.slice(0, 60) || source.name, await store.listMachines()),
-        source,
-        created: now,
-        opened: now,
-        lastSeq: 0,
-        lastBranch: 0,
-        now: { branch: 0, seq: 0 },
-      };
+      const machine = newMachine(uniqueName(file.name.slice(0, 60) || source.name, await store.listMachines()), source, Date.now());
       await store.putMachine(machine);
       return machine.id;
     } finally {
@@ -629,6 +610,11 @@ export function storageFailure(err: unknown, what: string): string {
 
 function never(): never {
   throw new Error("unreachable");
+}
+
+/** A machine with no history yet: its disk is `source` as it is. */
+function newMachine(name: string, source: MachineSource, now: number): MachineRecord {
+  return { id: crypto.randomUUID(), name, source, created: now, opened: now, lastSeq: 0, lastBranch: 0, now: { branch: 0, seq: 0 } };
 }
 
 function uniqueName(base: string, machines: MachineRecord[]): string {
