@@ -2,7 +2,7 @@
  * Imports a disk image (a raw hard disk, an ISO, a floppy) into an image repository (format:
  * src/engine/repo-format.ts), for people who host their own repository:
  *
- *   npm run import -- FILE --name NAME [--repo build/repo]
+ *   npm run import -- FILE-OR-URL --name NAME [--repo build/repo]
  *   tsx scripts/import-image.ts --image disk.img --repo build/repo --name default \
  *       [--description text] [--chunk-size 65536] [--bios-dir dir]
  *       [--memory MiB] [--network] [--shared-folder] [--vga-memory MiB]   (the machine it boots in: `hardware`)
@@ -12,9 +12,12 @@
  * all-zero chunks are not stored at all. Re-importing unchanged input rewrites nothing.
  */
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { copyFile, mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { createReadStream, createWriteStream } from "node:fs";
+import { copyFile, mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { detectImage, DETECT_BYTES } from "../src/engine/image-detect.ts";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
@@ -181,6 +184,25 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
   return { manifest, written, unchanged };
 }
 
+/**
+ * An image given by URL, streamed to a temporary file under its own name (detection looks at the
+ * name too): a repository image is read whole anyway, so Range is not needed here.
+ */
+async function downloadImage(url: string): Promise<{ path: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), "sandglass-import-"));
+  const path = join(dir, basename(decodeURIComponent(new URL(url).pathname)) || "image");
+  const remove = () => rm(dir, { recursive: true, force: true });
+  try {
+    const response = await fetch(url);
+    if (!response.ok || !response.body) throw new Error(`${url} answered HTTP ${response.status}`);
+    await pipeline(Readable.fromWeb(response.body as import("node:stream/web").ReadableStream), createWriteStream(path));
+    return { path, remove };
+  } catch (err) {
+    await remove();
+    throw new Error(`could not download ${url}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+}
+
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -203,14 +225,15 @@ async function main(): Promise<void> {
   const boot = values.boot as BootDevice | undefined;
   if (!image || !values.name || (boot !== undefined && !BOOT_DEVICES.includes(boot))) {
     console.error(
-      "usage: import-image [--image] FILE --name NAME [--repo DIR] [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
+      "usage: import-image [--image] FILE-OR-URL --name NAME [--repo DIR] [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
         "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--boot hda|cdrom|fda]",
     );
     process.exit(2);
   }
   const started = performance.now();
+  const download = /^https?:\/\//i.test(image) ? await downloadImage(image) : null;
   const result = await importImage({
-    image,
+    image: download?.path ?? image,
     repo,
     ...(boot ? { bootDevice: boot } : {}),
     name: values.name,
@@ -227,7 +250,7 @@ async function main(): Promise<void> {
           },
         }
       : {}),
-  });
+  }).finally(() => download?.remove());
   const m = result.manifest;
   const zero = m.chunks.filter((c) => c === null).length;
   const mib = (n: number) => (n / 2 ** 20).toFixed(1);

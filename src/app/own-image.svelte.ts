@@ -15,14 +15,23 @@ export const IMAGE_EXTENSIONS = [".iso", ".img", ".ima", ".flp", ".vfd", ".raw",
 
 export const isImageName = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
 
+/** What the person chose: a file, or a URL (read a block at a time, nothing copied up front). */
+export interface ChosenImage {
+  name: string;
+  size: number;
+  url: string | null;
+}
+
 export class OwnImageImport {
   /** "settings": the file is detected, the person chooses; "importing": progress is shown. */
   phase = $state<"closed" | "settings" | "importing">("closed");
-  file = $state<File | null>(null);
+  chosen = $state<ChosenImage | null>(null);
   detected = $state<DetectedImage | null>(null);
   progress = $state<ImportProgress | null>(null);
   /** Why the last file could not be imported (shown by the page until the next try). */
   error = $state<string | null>(null);
+
+  private file: File | null = null;
 
   constructor(private readonly api: DiskApi) {}
 
@@ -32,6 +41,7 @@ export class OwnImageImport {
     try {
       this.detected = await this.api.inspectImage(file);
       this.file = file;
+      this.chosen = { name: file.name, size: file.size, url: null };
       this.progress = null;
       this.phase = "settings";
     } catch (err) {
@@ -40,8 +50,35 @@ export class OwnImageImport {
     }
   }
 
-  /** Imports the chosen file with `settings`, then opens the new machine (the page reloads). */
+  /** Looks at the image at a URL (one Range request); refused with the cause, nothing stored. */
+  async chooseUrl(url: string): Promise<void> {
+    this.error = null;
+    try {
+      const found = await this.api.inspectUrl(url);
+      this.detected = found.detected;
+      this.file = null;
+      this.chosen = { name: found.fileName, size: found.size, url: found.url };
+      this.progress = null;
+      this.phase = "settings";
+    } catch (err) {
+      this.phase = "closed";
+      this.error = describe(err);
+    }
+  }
+
+  /** Imports the chosen file (or opens the URL) with `settings`, then opens the new machine (the page reloads). */
   async start(settings: ImportSettings): Promise<void> {
+    const url = this.chosen?.url;
+    if (url && this.phase === "settings") {
+      this.phase = "importing";
+      try {
+        location.hash = machineHash(await this.api.importUrl(url, settings));
+      } catch (err) {
+        this.phase = "closed";
+        this.error = describe(err);
+      }
+      return;
+    }
     const file = this.file;
     if (!file || this.phase !== "settings") return;
     this.phase = "importing";

@@ -53,6 +53,8 @@ export class Session {
   status = $state<Status>("opening");
   error = $state<string | null>(null);
   notice = $state<string | null>(null);
+  /** Why the URL this machine's image is read from is refused now (it changed), if it is. */
+  remoteChanged = $state<string | null>(null);
   machine = $state<MachineInfo | null>(null);
   timeline = $state<Timeline | null>(null);
   transfer = $state<TransferStats>({ networkChunks: 0, networkBytes: 0, cacheChunks: 0, cacheBytes: 0, zeroChunks: 0 });
@@ -156,6 +158,8 @@ export class Session {
       const route = this.route;
       const info = await this.startup.opening;
       this.machine = info;
+      // A machine of an image read from a URL that has changed there: said, and kept up.
+      if (info.remoteUrl) void this.bridge.api.remoteCheck().then((why) => (this.remoteChanged = why));
       // A reload of "#/new/…" must come back to this machine, not make yet another one.
       if (route.kind === "image" && route.fresh) history.replaceState(null, "", machineHash(info.id));
       void this.refreshMachines();

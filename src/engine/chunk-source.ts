@@ -3,7 +3,7 @@
  * network (verified by SHA-256 before anything is stored or shown to the guest).
  */
 import { ByteLru } from "./lru.ts";
-import type { LocalStore } from "./local-store.ts";
+import { isZeroBlock as isAllZero, type LocalStore } from "./local-store.ts";
 import {
   chunkHash,
   chunkLength,
@@ -15,6 +15,7 @@ import {
 } from "./repo-format.ts";
 import { LOCAL_REPO, type MachineSource } from "./store-format.ts";
 import { gunzip } from "./gzip.ts";
+import type { RemoteBlocks, RemoteIdentity } from "./remote-image.ts";
 import { sha256Hex, sleep } from "./util.ts";
 
 /** Chunks kept decoded in the worker's memory, so read-modify-write and re-reads skip IndexedDB. */
@@ -118,20 +119,100 @@ export async function loadManifest(
   return manifest;
 }
 
+/** An image read from a URL (remote-image.ts): where its chunks come from, and those pinned so far. */
+export interface RemoteChunks {
+  blocks: RemoteBlocks;
+  /** Chunk index → SHA-256 hex (null: all zeros), as pinned in IndexedDB. */
+  pins: Map<number, string | null>;
+  /** The image's manifest URL, under which its pins are kept. */
+  key: string;
+}
+
 export class ChunkSource {
   readonly stats: TransferStats = { networkChunks: 0, networkBytes: 0, cacheChunks: 0, cacheBytes: 0, zeroChunks: 0 };
+  /** The image's chunks; a URL image's fill in as they are first fetched (see `known`). */
+  readonly manifest: DiskManifest;
   private readonly memory = new ByteLru<string>(MEMORY_BUDGET);
   private readonly inflight = new Map<string, Promise<Uint8Array>>();
   private readonly zero: Uint8Array;
+  /** A URL image's chunks whose content is pinned (the others are not known yet, not zeros). */
+  private readonly known: Uint8Array | null = null;
   private lastRead = -2;
+  private verifying: Promise<void> | undefined;
 
   constructor(
-    readonly manifest: DiskManifest,
+    manifest: DiskManifest,
     private readonly repoBase: string,
     private readonly store: LocalStore,
     private readonly fetchFn: Fetch,
+    private readonly remoteChunks?: RemoteChunks,
   ) {
     this.zero = new Uint8Array(manifest.chunkSize);
+    this.manifest = manifest;
+    if (remoteChunks) {
+      this.manifest = { ...manifest, chunks: [...manifest.chunks] };
+      this.known = new Uint8Array(manifest.chunks.length);
+      for (const [index, hash] of remoteChunks.pins) {
+        if (index >= this.known.length) continue;
+        this.known[index] = 1;
+        this.manifest.chunks[index] = hash;
+      }
+    }
+  }
+
+  /** The URL image's pinned identity (null for repository and imported images). */
+  get remote(): RemoteIdentity | null {
+    return this.remoteChunks?.blocks.identity ?? null;
+  }
+
+  /** Chunks not fetched yet (a URL image's; 0 for any other). */
+  get unknownChunks(): number {
+    return this.known ? this.known.length - this.known.reduce((n, k) => n + k, 0) : 0;
+  }
+
+  /**
+   * Fetches and pins every chunk of a URL image not read yet (a snapshot of it lists the whole
+   * disk); `onChunk` reports each. Nothing to do for other images.
+   */
+  async fetchAll(onChunk?: (done: number, total: number) => void): Promise<void> {
+    const known = this.known;
+    if (!known) return;
+    const missing = [...known.keys()].filter((i) => !known[i]);
+    let done = 0;
+    let next = 0;
+    const worker = async () => {
+      while (next < missing.length) {
+        await this.load(missing[next++]!);
+        onChunk?.(++done, missing.length);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+  }
+
+  /**
+   * Checks that a URL image is still the file it was pinned as: one pinned chunk fetched again
+   * must hash the same (a server that sends no validators cannot hide a change). Offline is no
+   * failure (what is here still works); a change is, and refuses every later fetch.
+   */
+  verifyRemote(): Promise<void> {
+    // Chunks not pinned yet are fetched only after it: without validators, only this tells.
+    this.verifying ??= this.verifyPins();
+    return this.verifying;
+  }
+
+  private async verifyPins(): Promise<void> {
+    const remote = this.remoteChunks;
+    if (!remote || remote.pins.size === 0) return;
+    const [index, hash] = [...remote.pins].find(([, h]) => h !== null) ?? [...remote.pins][0]!;
+    let data: Uint8Array;
+    try {
+      data = await remote.blocks.fetchChunk(index, chunkLength(this.manifest, index));
+    } catch (err) {
+      if (err instanceof Error && err.name === "RemoteChangedError") throw err;
+      return;
+    }
+    const actual = isAllZero(data) ? null : await sha256Hex(data);
+    if (actual !== hash) throw remote.blocks.refuse(`block ${index}, read before, has other content now`);
   }
 
   /** The repository this disk's chunks come from. */
@@ -162,13 +243,15 @@ export class ChunkSource {
     const end = Math.min(from + count, this.chunkCount);
     for (let i = from; i < end; i++) {
       const ref = this.manifest.chunks[i];
-      if (ref && !this.memory.has(chunkHash(ref))) this.load(i).catch(() => undefined);
+      const unknown = this.known !== null && !this.known[i];
+      if (unknown || (ref && !this.memory.has(chunkHash(ref)))) this.load(i).catch(() => undefined);
     }
   }
 
   private load(index: number): Promise<Uint8Array> {
     const ref = this.manifest.chunks[index];
     if (ref === undefined) throw new RangeError(`chunk ${index} is outside the disk`);
+    if (this.known && !this.known[index]) return this.loadRemote(index);
     if (ref === null) {
       this.stats.zeroChunks++;
       const length = chunkLength(this.manifest, index);
@@ -212,6 +295,33 @@ export class ChunkSource {
     // A full quota must not stop the guest: the chunk is still served from memory.
     await this.store.putChunk(hash, data).catch(() => undefined);
     return data;
+  }
+
+  /** A URL image's chunk read for the first time: fetched by Range, hashed, pinned, stored. */
+  private loadRemote(index: number): Promise<Uint8Array> {
+    const key = `#${index}`;
+    let pending = this.inflight.get(key);
+    if (!pending) {
+      pending = (async () => {
+        const remote = this.remoteChunks!;
+        await this.verifying?.catch(() => undefined); // a change makes fetchChunk refuse
+        const data = await remote.blocks.fetchChunk(index, chunkLength(this.manifest, index));
+        this.stats.networkChunks++;
+        this.stats.networkBytes += data.byteLength;
+        const hash = isAllZero(data) ? null : await sha256Hex(data);
+        // A full quota must not stop the guest: the chunk is still served from memory (and
+        // fetched and pinned again next time).
+        await this.store.pinChunk(remote.key, index, hash, hash ? data : null).catch(() => undefined);
+        remote.pins.set(index, hash);
+        this.manifest.chunks[index] = hash;
+        this.known![index] = 1;
+        if (!hash) return this.zero.subarray(0, data.byteLength);
+        this.memory.set(hash, data);
+        return data;
+      })().finally(() => this.inflight.delete(key));
+      this.inflight.set(key, pending);
+    }
+    return pending;
   }
 
   private async fetchVerified(ref: string, hash: string, length: number | null, what: string): Promise<Uint8Array> {

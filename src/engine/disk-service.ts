@@ -20,7 +20,18 @@ import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./s
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
 import type { DetectedImage } from "./image-detect.ts";
-import { fileImage, forgetOwnImage, importImage, inspectImage, type ImportProgress, type ImportSettings } from "./image-import.ts";
+import {
+  fileImage,
+  forgetOwnImage,
+  importImage,
+  importUrl,
+  inspectImage,
+  inspectUrl,
+  type DetectedUrl,
+  type ImportProgress,
+  type ImportSettings,
+} from "./image-import.ts";
+import { RemoteBlocks, urlFileName } from "./remote-image.ts";
 import { isQuotaError, LocalStore } from "./local-store.ts";
 import { sleep } from "./util.ts";
 import { LOCAL_REPO, type BranchRecord, type CheckpointRecord, type MachineRecord, type MachineSource, type MarkerRecord, type Point } from "./store-format.ts";
@@ -46,6 +57,8 @@ export interface MachineInfo {
   hardware: Hardware;
   /** The repository image at the root of the machine's source (for "new machine from this image"). */
   image: string | null;
+  /** Where the disk is read from when it is an image opened from a URL. */
+  remoteUrl: string | null;
 }
 
 /** A checkpoint as the timeline shows it (no piece list). */
@@ -151,6 +164,7 @@ export class DiskService {
     | undefined;
   private activity: ActivityBucket[] = [];
   private importing: AbortController | undefined;
+  private remoteChecked: Promise<string | null> = Promise.resolve(null);
   private activitySeq = 0;
 
   constructor(private readonly deps: ServiceDeps) {}
@@ -206,7 +220,7 @@ export class DiskService {
     if (this.deps.acquireLock && !(await this.deps.acquireLock(`sandglass:machine:${machine.id}`))) {
       throw new MachineBusyError(machine.name);
     }
-    const base = new ChunkSource(manifest, machine.source.repo, store, this.deps.fetch);
+    const base = await this.baseOf(store, machine.source, manifest);
     // A snapshot's machine state becomes this machine's first checkpoint, the start of its
     // timeline. It starts streaming in now; open() answers without waiting, so the page loads the
     // emulator meanwhile (restoreCheckpoint waits for the state).
@@ -238,7 +252,26 @@ export class DiskService {
       resume,
       hardware: this.hardware,
       image: await this.rootImage(store, machine.source.repo, manifest),
+      remoteUrl: base.remote?.url ?? null,
     };
+  }
+
+  /**
+   * The copy-on-read base disk of a source. An image opened from a URL reads its chunks from
+   * there and is checked, in the background, to still be the file it was pinned as: a change is
+   * reported (and every later fetch refused) while what is here keeps working.
+   */
+  private async baseOf(store: LocalStore, source: MachineSource, manifest: DiskManifest): Promise<ChunkSource> {
+    const record = source.repo === LOCAL_REPO ? await store.getManifest(manifestUrl(source)) : undefined;
+    if (!record?.remote) return new ChunkSource(manifest, source.repo, store, this.deps.fetch);
+    const blocks = new RemoteBlocks(record.remote, manifest.chunkSize, this.deps.fetch);
+    const pins = await store.listPins(record.url);
+    const base = new ChunkSource(manifest, source.repo, store, this.deps.fetch, { blocks, pins, key: record.url });
+    this.remoteChecked = base.verifyRemote().then(
+      () => null,
+      (err: unknown) => (err instanceof Error ? err.message : String(err)),
+    );
+    return base;
   }
 
   /**
@@ -462,9 +495,11 @@ export class DiskService {
   async exportEstimate(checkpointId: string): Promise<number> {
     const record = (await this.saved.list()).find((c) => c.id === checkpointId);
     if (!record) throw new Error("That checkpoint is not in this machine any more.");
-    const { chunks, chunkSize } = this.opened.base.manifest;
+    const base = this.opened.base;
+    const { chunks, chunkSize } = base.manifest;
     const changed = await this.opened.changedChunks({ branch: record.branch, seq: record.seq });
-    return (new Set(chunks.filter((c) => c !== null)).size + changed.length) * chunkSize + record.stateBytes;
+    // A URL image's chunks not read yet are fetched for the file: counted as if none were zeros.
+    return (new Set(chunks.filter((c) => c !== null)).size + base.unknownChunks + changed.length) * chunkSize + record.stateBytes;
   }
 
   /** A checkpoint as one bundle file holding every chunk it needs (see bundle.ts). */
@@ -492,6 +527,8 @@ export class DiskService {
 
   private async snapshotOf(checkpointId: string) {
     await this.settled();
+    // A snapshot lists the whole disk: a URL image's chunks not read yet are fetched and pinned.
+    await this.opened.base.fetchAll();
     const { record, state } = await this.saved.load(checkpointId);
     const disk = this.opened;
     return buildSnapshot({
@@ -557,6 +594,31 @@ export class DiskService {
     } finally {
       this.importing = undefined;
     }
+  }
+
+  /**
+   * For a machine of an image opened from a URL: null once the file is seen to be the one it was
+   * pinned as (or cannot be reached: what is here still works), else why it is refused.
+   */
+  remoteCheck(): Promise<string | null> {
+    return this.remoteChecked;
+  }
+
+  /** What the image at a URL is (one Range request), before anything is stored. */
+  inspectUrl(url: string): Promise<DetectedUrl> {
+    return inspectUrl(url, this.deps.fetch);
+  }
+
+  /**
+   * Makes a new machine of the image at a URL, read a chunk at a time as the guest needs it (see
+   * remote-image.ts); returns the machine's id.
+   */
+  async importUrl(url: string, settings: ImportSettings): Promise<string> {
+    const store = await this.store();
+    const { source } = await importUrl(store, url, settings, this.deps.fetch);
+    const machine = newMachine(uniqueName(urlFileName(url).slice(0, 60) || source.name, await store.listMachines()), source, Date.now());
+    await store.putMachine(machine);
+    return machine.id;
   }
 
   /** Stops the import under way (it then fails with ImportCancelled, having kept nothing). */

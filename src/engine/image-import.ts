@@ -9,7 +9,8 @@ import { Gunzip } from "fflate";
 import { createSHA256, type IHasher } from "hash-wasm";
 import type { LocalStore } from "./local-store.ts";
 import { detectImage, DETECT_BYTES, NotAnImageError, type DetectedImage } from "./image-detect.ts";
-import { manifestUrl } from "./chunk-source.ts";
+import { manifestUrl, type Fetch } from "./chunk-source.ts";
+import { imageUrl, probeRemote, urlFileName, type RemoteIdentity } from "./remote-image.ts";
 import {
   DEFAULT_CHUNK_SIZE,
   FORMAT,
@@ -19,8 +20,8 @@ import {
   type DiskManifest,
   type Hardware,
 } from "./repo-format.ts";
-import { LOCAL_REPO, type MachineSource } from "./store-format.ts";
-import { equalBytes } from "./util.ts";
+import { LOCAL_REPO, type MachineSource, type ManifestRecord } from "./store-format.ts";
+import { equalBytes, sha256Hex } from "./util.ts";
 
 /** What the importer reads: a File in the browser, a file on disk in Node. */
 export interface ImageFile {
@@ -244,13 +245,7 @@ export async function importImage(
     check();
     const sha256 = whole.digest("hex");
     const name = ownImageName(file.name, sha256);
-    const hardware: Hardware = {
-      memoryBytes: settings.memoryBytes,
-      network: false,
-      sharedFolder: false,
-      vgaMemoryBytes: settings.vgaMemoryBytes,
-      bootDevice: settings.bootDevice,
-    };
+    const hardware = hardwareFor(settings);
     const manifest: DiskManifest = {
       format: FORMAT,
       version: FORMAT_VERSION,
@@ -287,9 +282,89 @@ export async function forgetOwnImage(store: LocalStore, source: MachineSource): 
   const all = await store.listManifests(LOCAL_REPO);
   const mine = all.find((r) => r.url === url);
   if (!mine) return;
-  const kept = new Set(all.filter((r) => r.url !== url).flatMap((r) => r.manifest.chunks.filter((c) => c !== null)));
+  // A URL image's chunks are in its pins, not its manifest.
+  const chunksOf = async (r: ManifestRecord) =>
+    r.remote ? [...(await store.listPins(r.url)).values()].filter((c) => c !== null) : r.manifest.chunks.filter((c) => c !== null);
+  const kept = new Set((await Promise.all(all.filter((r) => r.url !== url).map(chunksOf))).flat());
+  const own = await chunksOf(mine);
   await store.deleteManifest(url);
-  await store.deleteChunks(new Set(mine.manifest.chunks.filter((c): c is string => c !== null && !kept.has(c))));
+  await store.deleteChunks(new Set(own.filter((c) => !kept.has(c))));
+}
+
+// ── from a URL ──────────────────────────────────────────────────────────────────────────────────
+
+/** A URL image as detected, before anything is stored. */
+export interface DetectedUrl {
+  url: string;
+  fileName: string;
+  size: number;
+  detected: DetectedImage;
+}
+
+async function detectUrl(text: string, fetchFn: Fetch): Promise<DetectedUrl & { identity: RemoteIdentity }> {
+  const url = imageUrl(text);
+  const fileName = urlFileName(url);
+  const { identity, head } = await probeRemote(url, fetchFn, DETECT_BYTES);
+  if (isGzip(head)) {
+    throw new NotAnImageError(
+      fileName,
+      "it is gzip-compressed, and a compressed image cannot be read a block at a time from a URL. Download it and open the file instead (it is inflated on the way in).",
+    );
+  }
+  return { url, fileName, size: identity.size, detected: detectImage(fileName, identity.size, head), identity };
+}
+
+/** Looks at the image at a URL (one Range request); throws with the reason it cannot be used. */
+export async function inspectUrl(text: string, fetchFn: Fetch): Promise<DetectedUrl> {
+  const { identity: _identity, ...found } = await detectUrl(text, fetchFn);
+  return found;
+}
+
+/**
+ * Makes an image of the file at a URL, read copy-on-read with Range requests (remote-image.ts):
+ * only its identity is stored now, its chunks as the machine reads them. The same URL with the
+ * same identity is the same image (its pinned chunks are kept); a changed file is a new image.
+ */
+export async function importUrl(
+  store: LocalStore,
+  text: string,
+  settings: ImportSettings,
+  fetchFn: Fetch,
+  chunkSize = DEFAULT_CHUNK_SIZE,
+): Promise<{ source: MachineSource; manifest: DiskManifest; detected: DetectedImage }> {
+  const { url, fileName, detected, identity } = await detectUrl(text, fetchFn);
+  const pinned = await sha256Hex(new TextEncoder().encode(JSON.stringify([identity.url, identity.size, identity.etag ?? "", identity.lastModified ?? ""])));
+  const name = ownImageName(fileName, pinned);
+  const source: MachineSource = { repo: LOCAL_REPO, kind: "image", name };
+  const key = manifestUrl(source);
+  const kept = await store.getManifest(key);
+  if (kept) return { source, manifest: kept.manifest, detected };
+  const manifest: DiskManifest = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    kind: "image",
+    name,
+    description: `${url}: ${detected.label}`,
+    created: new Date().toISOString(),
+    size: identity.size,
+    chunkSize,
+    // Not known yet (store-format.ts): filled in from the pins as chunks are read.
+    chunks: new Array<null>(Math.ceil(identity.size / chunkSize)).fill(null),
+    storedBytes: 0,
+    hardware: hardwareFor(settings),
+  };
+  await store.putManifest({ url: key, manifest, fetched: Date.now(), remote: identity });
+  return { source, manifest, detected };
+}
+
+function hardwareFor(settings: ImportSettings): Hardware {
+  return {
+    memoryBytes: settings.memoryBytes,
+    network: false,
+    sharedFolder: false,
+    vgaMemoryBytes: settings.vgaMemoryBytes,
+    bootDevice: settings.bootDevice,
+  };
 }
 
 function hexDigest(hasher: IHasher, data: Uint8Array): string {

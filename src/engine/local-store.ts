@@ -104,6 +104,8 @@ export class LocalStore {
           }
         }
         // Version 4 only adds StatePack.deflated: version 3 packs read as they are.
+        // Version 5 adds images read from a URL: nothing older to rewrite.
+        if (oldVersion < 5) db.createObjectStore("remotePins");
       },
       blocking() {
         // A newer version of Sandglass opened in another tab: let it upgrade.
@@ -160,8 +162,34 @@ export class LocalStore {
     return this.db.getAll("manifests", IDBKeyRange.bound(prefix, `${prefix}\uffff`));
   }
 
+  /** Deletes a manifest, and the pins of an image read from a URL kept under it. */
   async deleteManifest(url: string): Promise<void> {
-    await this.db.delete("manifests", url);
+    const tx = this.db.transaction(["manifests", "remotePins"], "readwrite");
+    void tx.objectStore("manifests").delete(url);
+    void tx.objectStore("remotePins").delete(IDBKeyRange.bound([url], after(url)));
+    await tx.done;
+  }
+
+  // ── images read from a URL (store-format.ts) ────────────────────────────────────────────────
+
+  /** The chunks of a URL image pinned so far: index → SHA-256 hex, or null for an all-zero chunk. */
+  async listPins(url: string): Promise<Map<number, string | null>> {
+    const range = IDBKeyRange.bound([url], after(url));
+    const tx = this.db.transaction("remotePins");
+    const [keys, values] = await Promise.all([tx.store.getAllKeys(range), tx.store.getAll(range)]);
+    return new Map(keys.map((k, i) => [k[1], values[i] || null]));
+  }
+
+  /** Pins chunk `index` of a URL image, with its content (none for zeros), in one transaction. */
+  async pinChunk(url: string, index: number, hash: string | null, data: Uint8Array | null): Promise<void> {
+    const tx = this.db.transaction(["chunks", "remotePins"], "readwrite");
+    try {
+      if (hash && data) void tx.objectStore("chunks").put(data, hash);
+      void tx.objectStore("remotePins").put(hash ?? "", [url, index]);
+      await tx.done;
+    } catch (err) {
+      rethrowQuota(err, "a block of the image");
+    }
   }
 
   getManifest(url: string): Promise<ManifestRecord | undefined> {

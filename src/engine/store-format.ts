@@ -43,12 +43,23 @@
  *                                                 checkpoint that first had a piece stores it; later
  *                                                 ones name it (if the worker still holds it in memory,
  *                                                 else they store it again). Deleted with the machine.
+ * remotePins     [manifest URL, chunk index]      string: the SHA-256 hex of a chunk of an image read
+ *                                                 from a URL, as it was first fetched ("" for an
+ *                                                 all-zero chunk); its content is in `chunks` (written
+ *                                                 in the same transaction). See below.
  *
  * Images a person brought (a file imported in the page; added 2026-12-02, nothing to migrate) live
  * in a repository of their own that exists only in this browser, {@link LOCAL_REPO}: the image's
  * manifest (repo-format.ts, kind "image") is in `manifests` under its manifest URL there, and its
  * chunks are in `chunks` like any other (stored uncompressed, refs without ".gz"). Nothing can
  * fetch them again, so nothing may evict them while a machine uses the image.
+ *
+ * An image opened from a URL (added 2026-12-02, store version 5) is such an image too, whose
+ * ManifestRecord has `remote`: the file's pinned identity (remote-image.ts). Its manifest lists
+ * every chunk as null (not known yet); a chunk is known once it has a `remotePins` record, and
+ * chunks without one are read from the URL with a Range request, hashed and pinned. A chunk once
+ * pinned is never taken from the URL again unless it is missing here, and then only if it hashes
+ * the same: two versions of the file never mix in one disk.
  *
  * Sequence numbers are per machine, start at 1 and never repeat, across branches. A point in a
  * machine's history is (branch, seq): the disk at that point is the base image plus, for each branch
@@ -64,16 +75,18 @@
  * and `statePieces` (sha256 hex → one piece, shared by every machine; CheckpointRecord.pieces
  * listed the hashes) by per-machine `statePacks` and CheckpointRecord.refs; 4 `statePacks` may be
  * deflated (StatePack.deflated: an idle checkpoint's pages shrink ~6×), nothing to rewrite, but a
- * version 3 reader would take the deflated bytes for pieces. local-store.ts migrates older stores
+ * version 3 reader would take the deflated bytes for pieces; 5 adds `remotePins` and
+ * ManifestRecord.remote (an older reader would take a URL image's unknown chunks for zeros). local-store.ts migrates older stores
  * on open.
  *
  * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
  */
 import type { DBSchema } from "idb";
 import type { DiskManifest } from "./repo-format.ts";
+import type { RemoteIdentity } from "./remote-image.ts";
 
 /** Bump on any change to the stores below; local-store.ts migrates from every older version. */
-export const STORE_VERSION = 4;
+export const STORE_VERSION = 5;
 export const DB_NAME = "sandglass";
 
 /** Granularity of write versions: ext4's block size, so most guest writes cover whole blocks. */
@@ -210,6 +223,8 @@ export interface ManifestRecord {
   url: string;
   manifest: DiskManifest;
   fetched: number;
+  /** An image read from a URL (see the notes above): the file's identity as pinned. */
+  remote?: RemoteIdentity;
 }
 
 export interface SandglassDB extends DBSchema {
@@ -223,4 +238,5 @@ export interface SandglassDB extends DBSchema {
   markers: { key: [string, number, string]; value: MarkerRecord };
   checkpoints: { key: [string, string]; value: CheckpointRecord };
   statePacks: { key: [string, number]; value: StatePack };
+  remotePins: { key: [string, number]; value: string };
 }

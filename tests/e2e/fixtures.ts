@@ -135,3 +135,28 @@ export async function clickPoint(page: Page, selector: string): Promise<void> {
   }
   throw new Error(`no timeline point matches ${selector}`);
 }
+
+/** How many records the page's IndexedDB holds in the stores an import touches. */
+export async function storageCounts(p: Page): Promise<{ chunks: number; manifests: number; machines: number; remotePins: number }> {
+  return p.evaluate(async () => {
+    const db = await new Promise<IDBDatabase>((ok, fail) => {
+      const r = indexedDB.open("sandglass");
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const count = (name: string) =>
+      new Promise<number>((ok, fail) => {
+        const r = db.transaction(name).objectStore(name).count();
+        r.onsuccess = () => ok(r.result);
+        r.onerror = () => fail(r.error);
+      });
+    const counts = {
+      chunks: await count("chunks"),
+      manifests: await count("manifests"),
+      machines: await count("machines"),
+      remotePins: await count("remotePins"),
+    };
+    db.close();
+    return counts;
+  });
+}

@@ -12,7 +12,7 @@ import { open, readFile, rm, writeFile } from "node:fs/promises";
 import { gzipSync } from "node:zlib";
 import { join, resolve } from "node:path";
 import type { Page } from "@playwright/test";
-import { checkpoint, clickPoint, expect, run, smallImage, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
+import { checkpoint, clickPoint, expect, run, smallImage, storageCounts, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
 
 const RAW_DISK = resolve("build/guest/disk.img");
 const LIVE_CD = resolve("build/test-images/live.iso");
@@ -22,26 +22,6 @@ test.beforeAll(() => {
   // Quick when they are up to date (the inputs are stamped).
   execFileSync("bash", ["scripts/build-test-images.sh"], { stdio: "inherit" });
 });
-
-/** How many records the page's IndexedDB holds in the stores an import touches. */
-async function storageCounts(p: Page): Promise<{ chunks: number; manifests: number; machines: number }> {
-  return p.evaluate(async () => {
-    const db = await new Promise<IDBDatabase>((ok, fail) => {
-      const r = indexedDB.open("sandglass");
-      r.onsuccess = () => ok(r.result);
-      r.onerror = () => fail(r.error);
-    });
-    const count = (name: string) =>
-      new Promise<number>((ok, fail) => {
-        const r = db.transaction(name).objectStore(name).count();
-        r.onsuccess = () => ok(r.result);
-        r.onerror = () => fail(r.error);
-      });
-    const counts = { chunks: await count("chunks"), manifests: await count("manifests"), machines: await count("machines") };
-    db.close();
-    return counts;
-  });
-}
 
 /** Chooses `file` with "Open file…" and waits for the import dialog's settings. */
 async function chooseImage(p: Page, file: string | { name: string; mimeType: string; buffer: Buffer }): Promise<void> {
