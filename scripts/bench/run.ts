@@ -20,6 +20,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from "playwrig
 import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
 import { historyBench } from "./history.ts";
 import { importBench } from "./import.ts";
+import { urlBootBench } from "./url-boot.ts";
 import { shareBench } from "./share.ts";
 
 export const CHROMIUM_ARGS = [
@@ -456,6 +457,7 @@ async function main(): Promise<void> {
     if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });
     if (which === "share" || which === "all") await shareBench(browser, servers);
     if (which === "import" || which === "all") await importBench(servers);
+    if (which === "url-boot" || which === "all") await urlBootBench(servers);
   } finally {
     await browser.close();
     await servers.close();
