@@ -152,6 +152,8 @@ export class ChunkSource {
     if (remoteChunks) {
       this.manifest = { ...manifest, chunks: [...manifest.chunks] };
       this.known = new Uint8Array(manifest.chunks.length);
+      // Past the file (an empty second disk): zeros, known.
+      this.known.fill(1, Math.ceil(remoteChunks.blocks.identity.size / manifest.chunkSize));
       for (const [index, hash] of remoteChunks.pins) {
         if (index >= this.known.length) continue;
         this.known[index] = 1;
@@ -206,7 +208,7 @@ export class ChunkSource {
     const [index, hash] = [...remote.pins].find(([, h]) => h !== null) ?? [...remote.pins][0]!;
     let data: Uint8Array;
     try {
-      data = await remote.blocks.fetchChunk(index, chunkLength(this.manifest, index));
+      data = await this.fetchRemote(index);
     } catch (err) {
       if (err instanceof Error && err.name === "RemoteChangedError") throw err;
       return;
@@ -297,6 +299,18 @@ export class ChunkSource {
     return data;
   }
 
+  /** Chunk `index` of a URL image from its server; its short last chunk zero-padded when a second disk follows. */
+  private async fetchRemote(index: number): Promise<Uint8Array> {
+    const { blocks } = this.remoteChunks!;
+    const length = chunkLength(this.manifest, index);
+    const fromFile = Math.min(length, blocks.identity.size - index * this.chunkSize);
+    const data = await blocks.fetchChunk(index, fromFile);
+    if (fromFile === length) return data;
+    const padded = new Uint8Array(length);
+    padded.set(data);
+    return padded;
+  }
+
   /** A URL image's chunk read for the first time: fetched by Range, hashed, pinned, stored. */
   private loadRemote(index: number): Promise<Uint8Array> {
     const key = `#${index}`;
@@ -305,7 +319,7 @@ export class ChunkSource {
       pending = (async () => {
         const remote = this.remoteChunks!;
         await this.verifying?.catch(() => undefined); // a change makes fetchChunk refuse
-        const data = await remote.blocks.fetchChunk(index, chunkLength(this.manifest, index));
+        const data = await this.fetchRemote(index);
         this.stats.networkChunks++;
         this.stats.networkBytes += data.byteLength;
         const hash = isAllZero(data) ? null : await sha256Hex(data);

@@ -18,6 +18,7 @@ import {
   isValidImageName,
   type BootDevice,
   type DiskManifest,
+  type Drive,
   type Hardware,
 } from "./repo-format.ts";
 import { LOCAL_REPO, type MachineSource, type ManifestRecord } from "./store-format.ts";
@@ -35,7 +36,31 @@ export interface ImportSettings {
   bootDevice: BootDevice;
   memoryBytes: number;
   vgaMemoryBytes: number;
+  /** An empty hard disk of this size beside the image (to install onto); 0 or absent: none. */
+  secondDiskBytes?: number;
 }
+
+/** Largest empty second disk (v86's IDE disks take up to 2^32 sectors; the guest's log is the limit). */
+export const MAX_SECOND_DISK = 64 * 2 ** 30;
+
+/**
+ * The disk of an image with an empty second hard disk (repo-format.ts `drives`): the image
+ * zero-padded to a whole chunk, then the second disk. Without one, the image alone.
+ */
+function layout(imageBytes: number, chunkSize: number, settings: ImportSettings): { size: number; drives?: Drive[] } {
+  const second = settings.secondDiskBytes ?? 0;
+  if (!second) return { size: imageBytes };
+  if (!Number.isSafeInteger(second) || second % chunkSize !== 0 || second > MAX_SECOND_DISK) {
+    throw new Error(`A second disk must be a whole number of ${chunkSize / 1024} KiB, at most ${MAX_SECOND_DISK / 2 ** 30} GiB.`);
+  }
+  const at = Math.ceil(imageBytes / chunkSize) * chunkSize;
+  const device = settings.bootDevice === "hda" ? "hdb" : "hda";
+  return { size: at + second, drives: [{ device: settings.bootDevice, at: 0, bytes: imageBytes }, { device, at, bytes: second }] };
+}
+
+/** An image's name with its second disk's size, so the same file with and without one are two images. */
+const withSecondDisk = (name: string, settings: ImportSettings) =>
+  settings.secondDiskBytes ? `${name}-hd${Math.round(settings.secondDiskBytes / 2 ** 20)}m` : name;
 
 export interface ImportProgress {
   doneBytes: number;
@@ -196,6 +221,7 @@ export async function importImage(
   const whole = await createSHA256();
   const piece = await createSHA256();
   const zero = new Uint8Array(chunkSize);
+  const padLast = Boolean(settings.secondDiskBytes);
   const chunks: (string | null)[] = [];
   // Chunks this import stored (and only those): what a failure or cancel takes out again.
   const added = new Set<string>();
@@ -212,7 +238,12 @@ export async function importImage(
       whole.update(slice);
       const fresh = new Map<string, Uint8Array>();
       for (let at = 0; at < slice.byteLength; at += chunkSize) {
-        const data = slice.subarray(at, Math.min(at + chunkSize, slice.byteLength));
+        let data = slice.subarray(at, Math.min(at + chunkSize, slice.byteLength));
+        // The image's short last chunk is whole when a second disk follows it (zero-padded).
+        if (padLast && data.byteLength < chunkSize) {
+          data = new Uint8Array(chunkSize);
+          data.set(slice.subarray(at));
+        }
         if (isZero(data, zero)) {
           chunks.push(null);
           continue;
@@ -244,8 +275,10 @@ export async function importImage(
     await writing;
     check();
     const sha256 = whole.digest("hex");
-    const name = ownImageName(file.name, sha256);
-    const hardware = hardwareFor(settings);
+    const name = withSecondDisk(ownImageName(file.name, sha256), settings);
+    const disk = layout(imageBytes, chunkSize, settings);
+    while (chunks.length * chunkSize < disk.size) chunks.push(null);
+    const hardware = hardwareFor(settings, disk.drives);
     const manifest: DiskManifest = {
       format: FORMAT,
       version: FORMAT_VERSION,
@@ -253,7 +286,7 @@ export async function importImage(
       name,
       description: `${file.name}: ${detected.label}`,
       created: new Date().toISOString(),
-      size: imageBytes,
+      size: disk.size,
       chunkSize,
       chunks,
       sha256,
@@ -334,7 +367,8 @@ export async function importUrl(
 ): Promise<{ source: MachineSource; manifest: DiskManifest; detected: DetectedImage }> {
   const { url, fileName, detected, identity } = await detectUrl(text, fetchFn);
   const pinned = await sha256Hex(new TextEncoder().encode(JSON.stringify([identity.url, identity.size, identity.etag ?? "", identity.lastModified ?? ""])));
-  const name = ownImageName(fileName, pinned);
+  const name = withSecondDisk(ownImageName(fileName, pinned), settings);
+  const disk = layout(identity.size, chunkSize, settings);
   const source: MachineSource = { repo: LOCAL_REPO, kind: "image", name };
   const key = manifestUrl(source);
   const kept = await store.getManifest(key);
@@ -346,24 +380,25 @@ export async function importUrl(
     name,
     description: `${url}: ${detected.label}`,
     created: new Date().toISOString(),
-    size: identity.size,
+    size: disk.size,
     chunkSize,
     // Not known yet (store-format.ts): filled in from the pins as chunks are read.
-    chunks: new Array<null>(Math.ceil(identity.size / chunkSize)).fill(null),
+    chunks: new Array<null>(Math.ceil(disk.size / chunkSize)).fill(null),
     storedBytes: 0,
-    hardware: hardwareFor(settings),
+    hardware: hardwareFor(settings, disk.drives),
   };
   await store.putManifest({ url: key, manifest, fetched: Date.now(), remote: identity });
   return { source, manifest, detected };
 }
 
-function hardwareFor(settings: ImportSettings): Hardware {
+function hardwareFor(settings: ImportSettings, drives?: Drive[]): Hardware {
   return {
     memoryBytes: settings.memoryBytes,
     network: false,
     sharedFolder: false,
     vgaMemoryBytes: settings.vgaMemoryBytes,
     bootDevice: settings.bootDevice,
+    ...(drives ? { drives } : {}),
   };
 }
 

@@ -61,6 +61,14 @@
  *                                  is attached and booted from: "hda" (hard disk), "cdrom" (an
  *                                  ISO 9660 image, read-only to the guest) or "fda" (a floppy
  *                                  image of a standard size)
+ *                  drives        optional (added 2026-12-02; absent means one drive, `bootDevice`,
+ *                                  holding the whole disk): the machine's drives as ranges of its
+ *                                  one disk, so one write log, checkpoint and rewind cover them all:
+ *                                  a list of { device: "hda" | "hdb" | "cdrom" | "fda", at, bytes }
+ *                                  (byte offset and length, multiples of 512, not overlapping, inside
+ *                                  `size`; each device once; `bootDevice` among them). An image a
+ *                                  person brought with an empty second hard disk (to install a CD
+ *                                  onto) is its file, zero-padded to a whole chunk, then the disk.
  */
 
 export const FORMAT = "sandglass-disk";
@@ -98,11 +106,25 @@ export interface Hardware {
   sharedFolder: boolean;
   vgaMemoryBytes: number;
   bootDevice: BootDevice;
+  drives?: Drive[];
 }
 
 /** Where a machine's disk is attached (see the format notes above). */
 export type BootDevice = "hda" | "cdrom" | "fda";
 export const BOOT_DEVICES: readonly BootDevice[] = ["hda", "cdrom", "fda"];
+
+/** A drive of the machine: a range of its disk (see the format notes above). */
+export interface Drive {
+  device: BootDevice | "hdb";
+  at: number;
+  bytes: number;
+}
+const DRIVE_DEVICES: readonly Drive["device"][] = ["hda", "hdb", "cdrom", "fda"];
+
+/** The machine's drives: `hardware.drives`, or the whole disk on the boot device. */
+export function drivesOf(hardware: Hardware, size: number): Drive[] {
+  return hardware.drives ?? [{ device: hardware.bootDevice, at: 0, bytes: size }];
+}
 
 /** Video RAM of machines whose manifest does not say (v86's default). */
 export const DEFAULT_VGA_MEMORY = 8 * 1024 * 1024;
@@ -145,7 +167,26 @@ function parseHardware(value: unknown): Hardware | undefined {
     sharedFolder: h.sharedFolder,
     vgaMemoryBytes: vga,
     bootDevice: bootDevice as BootDevice,
+    ...(h.drives === undefined ? {} : { drives: parseDrives(h.drives, bootDevice as BootDevice) }),
   };
+}
+
+function parseDrives(value: unknown, bootDevice: BootDevice): Drive[] {
+  const bad = (why: string) => new ManifestError(`hardware.drives: ${why}`);
+  if (!Array.isArray(value) || value.length === 0) throw bad("must be a non-empty list");
+  const drives = value.map((d: Record<string, unknown> | null) => {
+    if (typeof d !== "object" || d === null || !DRIVE_DEVICES.includes(d.device as Drive["device"])) throw bad(`devices are ${DRIVE_DEVICES.join(", ")}`);
+    const { at, bytes } = d;
+    if (!Number.isSafeInteger(at) || !Number.isSafeInteger(bytes) || (at as number) < 0 || (bytes as number) <= 0 || (at as number) % 512 || (bytes as number) % 512) {
+      throw bad("at and bytes must be multiples of 512 (bytes positive)");
+    }
+    return { device: d.device as Drive["device"], at: at as number, bytes: bytes as number };
+  });
+  if (new Set(drives.map((d) => d.device)).size !== drives.length) throw bad("a device is listed twice");
+  if (!drives.some((d) => d.device === bootDevice)) throw bad("the boot device is not among them");
+  const sorted = [...drives].sort((a, b) => a.at - b.at);
+  if (sorted.some((d, i) => i > 0 && d.at < sorted[i - 1]!.at + sorted[i - 1]!.bytes)) throw bad("drives overlap");
+  return drives;
 }
 
 export interface SourceRef {
@@ -270,6 +311,7 @@ export function parseManifest(json: unknown): DiskManifest {
     throw new ManifestError("sha256 is missing");
   }
   const hardware = parseHardware(m.hardware);
+  if (hardware?.drives?.some((d) => d.at + d.bytes > (size as number))) throw new ManifestError("hardware.drives reach past the disk's size");
   let parent: SourceRef | undefined;
   let machine: MachineStateRef | undefined;
   if (m.kind === "snapshot") {

@@ -5,6 +5,7 @@
 import type { V86 } from "v86";
 import v86WasmUrl from "v86/build/v86.wasm?url";
 import type { V86DiskAdapter } from "./disk-adapter.ts";
+import { DriveView } from "./drive-view.ts";
 import { resumeOnSameThread, type V86Scheduler } from "./fast-resume.ts";
 import { withLazyZeroing } from "./lazy-zeroing.ts";
 import type { Hardware } from "../engine/repo-format.ts";
@@ -59,6 +60,13 @@ export interface MachineOptions {
   onSharedWrite?: () => void;
 }
 
+/** v86's disk options: the one disk on its boot device, or each drive as a range of it. */
+function drives({ hardware, disk }: MachineOptions): Record<string, { buffer: ArrayBuffer }> {
+  const attach = (d: object) => d as unknown as { buffer: ArrayBuffer };
+  if (!hardware.drives) return { [hardware.bootDevice]: attach(disk) };
+  return Object.fromEntries(hardware.drives.map((d) => [d.device, attach(new DriveView(disk, d.at, d.bytes))]));
+}
+
 export function startMachine(options: MachineOptions): V86 {
   const { files } = options;
   const emulator = new files.V86({
@@ -69,7 +77,7 @@ export function startMachine(options: MachineOptions): V86 {
     bios: { buffer: files.bios.slice(0) },
     vga_bios: { buffer: files.vgaBios.slice(0) },
     // v86 accepts any object with load/get/set as a disk (see v86 src/browser/starter.js).
-    [options.hardware.bootDevice]: options.disk as unknown as { buffer: ArrayBuffer },
+    ...drives(options),
     autostart: true,
     disable_speaker: true,
     ...(options.initialState ? { initial_state: { buffer: options.initialState } } : {}),

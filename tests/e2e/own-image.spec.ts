@@ -122,6 +122,34 @@ test("a gzip'd ISO boots from the CD and resumes after a reload; a floppy boots 
   await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
 });
 
+test("an install-like flow: a CD with an empty second disk; the guest formats and writes it; a rewind to before makes it empty again", async ({ page, repo }) => {
+  test.setTimeout(10 * 60_000);
+  await page.goto(smallImage(repo));
+  await waitForShell(page);
+  await chooseImage(page, LIVE_CD);
+  await expect(page.getByTestId("import-boot")).toHaveValue("cdrom");
+  await page.getByTestId("import-second-disk").selectOption("64");
+  await importAndOpen(page);
+  await expect(terminal(page)).toContainText("sandglass-live-cd: booted from the CD", { timeout: 300_000 });
+  await waitForShell(page);
+  // The empty disk is the guest's first hard disk (the CD is still what booted).
+  await run(page, "echo sectors-$(cat /sys/block/sda/size)", "sectors-131072");
+  const nonZero = (n: number) => `echo 3 > /proc/sys/vm/drop_caches; echo used${n}-$(dd if=/dev/sda bs=65536 count=1024 2>/dev/null | tr -d '\\000' | wc -c)`;
+  await run(page, nonZero(1), "used1-0");
+  const before = await checkpoint(page);
+  await run(page, "mke2fs -q /dev/sda; printf installed-%s 42 | dd of=/dev/sda bs=512 seek=100000 conv=fsync 2>/dev/null; sync; echo formatted-$((3+4))", "formatted-7");
+  await run(page, nonZero(2), /used2-[1-9]/);
+  await checkpoint(page);
+  await waitForSaved(page);
+  // Written to the disk, not only the guest's memory: still there after a reload.
+  await page.reload();
+  await waitForShell(page);
+  await run(page, "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/sda bs=512 skip=100000 count=1 2>/dev/null | head -c 12; echo", "installed-42");
+  await clickPoint(page, `[data-id="${before}"]`);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, nonZero(3), "used3-0");
+});
+
 test("files that are not disk images, and an import cancelled halfway, leave nothing in storage", async ({ page, repo }) => {
   test.setTimeout(10 * 60_000);
   await page.goto(smallImage(repo));

@@ -106,6 +106,26 @@ describe("image import", () => {
     await expect(loadManifest(store, source, () => Promise.reject(new Error("no network")))).rejects.toThrow(RepositoryError);
   });
 
+  it("a second disk follows the image, zero-padded to a whole chunk, as a drive of its own", async () => {
+    const store = await LocalStore.open("own-import-second-disk");
+    const image = iso(100 * KiB + 2048 * 3); // not a whole number of 64 KiB chunks
+    image.fill(5, 64 * KiB);
+    const { source, manifest } = await importImage(store, fileOf("live.iso", image), { ...settings, bootDevice: "cdrom", secondDiskBytes: 4 * MiB });
+    expect(source.name).toMatch(/^live-[0-9a-f]{8}-hd4m$/);
+    expect(manifest.size).toBe(128 * KiB + 4 * MiB);
+    expect(manifest.hardware?.drives).toEqual([
+      { device: "cdrom", at: 0, bytes: image.byteLength },
+      { device: "hda", at: 128 * KiB, bytes: 4 * MiB },
+    ]);
+    expect(manifest.chunks.slice(2).every((c) => c === null)).toBe(true);
+    const record: MachineRecord = { id: "m2", name: "m2", source, created: 0, opened: 0, lastSeq: 0, lastBranch: 0, now: { branch: 0, seq: 0 } };
+    const disk = await Disk.open(store, new ChunkSource(manifest, LOCAL_REPO, store, () => Promise.reject(new Error("no network"))), record);
+    const padded = new Uint8Array(128 * KiB);
+    padded.set(image);
+    expect(Buffer.from(await disk.read(0, 128 * KiB)).equals(Buffer.from(padded))).toBe(true);
+    expect((await disk.read(128 * KiB, 4 * MiB)).every((b) => b === 0)).toBe(true);
+  });
+
   it("a gzip-compressed image is inflated on the way; a cut-short one is refused and stores nothing", async () => {
     const store = await LocalStore.open("own-gzip");
     const image = iso(12 * MiB);

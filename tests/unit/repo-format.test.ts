@@ -13,6 +13,23 @@ const image = {
 };
 
 describe("manifest hardware", () => {
+  it("lays drives out as ranges of the disk, and refuses layouts that do not fit", () => {
+    const base = { memoryBytes: 64 << 20, network: false, sharedFolder: false, bootDevice: "cdrom" };
+    const drives = [
+      { device: "cdrom", at: 0, bytes: 4096 },
+      { device: "hda", at: 4096, bytes: 4096 },
+    ];
+    expect(hardwareOf(parseManifest({ ...image, hardware: { ...base, drives } })).drives).toEqual(drives);
+    for (const bad of [
+      [{ device: "cdrom", at: 0, bytes: 8192 }, { device: "hda", at: 4096, bytes: 4096 }],
+      [{ device: "cdrom", at: 0, bytes: 4096 }, { device: "hda", at: 4096, bytes: 8192 }],
+      [{ device: "hda", at: 0, bytes: 4096 }],
+      [{ device: "cdrom", at: 0, bytes: 100 }],
+    ]) {
+      expect(() => parseManifest({ ...image, hardware: { ...base, drives: bad } })).toThrow(ManifestError);
+    }
+  });
+
   it("is the first machine shape when a manifest predates it", () => {
     expect(hardwareOf(parseManifest(image))).toEqual(LEGACY_HARDWARE);
   });
