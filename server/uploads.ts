@@ -5,7 +5,7 @@
  *   POST /repo/api/missing          {"refs": [...]} → {"missing": [...]}: what to upload
  *   PUT  /repo/chunks/<ref>         a chunk file; its (uncompressed) bytes must hash to <ref>
  *   PUT  /repo/snapshots/<id>.json  a snapshot manifest: schema-checked, its chunks and parent
- *                                   present, never overwritten
+ *                                   present (no parent for `broughtImage`), never overwritten
  *
  * Sizes are bounded, names are matched by strict patterns (no path can leave the repository), and
  * with SANDGLASS_UPLOAD_TOKEN (or the `uploadToken` option) writes need `Authorization: Bearer`.
@@ -225,7 +225,8 @@ async function putSnapshot(req: IncomingMessage, root: string, id: string, reply
     reply(409, { error: `${absent.length} chunks this snapshot needs are not in the repository; upload them first`, missing: absent.slice(0, 20) });
     return;
   }
-  if (!(await exists(join(root, manifestPath(manifest.parent!.kind, manifest.parent!.name))))) {
+  // A snapshot of an image a person brought lists its whole disk: its chunks are all it needs.
+  if (!manifest.broughtImage && !(await exists(join(root, manifestPath(manifest.parent!.kind, manifest.parent!.name))))) {
     reply(409, { error: `The parent ${manifest.parent!.kind} "${manifest.parent!.name}" is not in this repository` });
     return;
   }

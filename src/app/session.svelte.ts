@@ -8,7 +8,7 @@ import type { V86 } from "v86";
 import { DiskBridge, handOver } from "../bridge/disk-bridge.ts";
 import type { TransferStats } from "../engine/chunk-source.ts";
 import type { CheckpointSummary, MachineInfo, Timeline } from "../engine/disk-service.ts";
-import type { Point } from "../engine/store-format.ts";
+import { LOCAL_REPO, type Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine, type EmulatorFiles } from "../vm/machine.ts";
 import type { Startup } from "./startup.ts";
@@ -37,7 +37,10 @@ export type ThumbnailSource = () => string | undefined;
 
 export interface ShareState {
   checkpoint: CheckpointSummary;
-  phase: "publishing" | "published" | "failed";
+  /** "confirm": an image the person brought would be uploaded; they are asked first. */
+  phase: "confirm" | "publishing" | "published" | "failed";
+  /** What publishing uploads, for an image the person brought (said before anything is sent). */
+  upload?: { files: number; bytes: number };
   link?: string;
   uploadedFiles?: number;
   totalFiles?: number;
@@ -421,11 +424,15 @@ export class Session {
     if (checkpoint) await this.shareCheckpoint(checkpoint);
   }
 
-  /** Publishes a checkpoint to the repository and shows its link. */
-  async shareCheckpoint(checkpoint: CheckpointSummary, retry = true): Promise<void> {
+  /**
+   * Publishes a checkpoint to the repository and shows its link. A machine of an image the person
+   * brought uploads that image too: the dialog says how much and waits for confirmShare().
+   */
+  async shareCheckpoint(checkpoint: CheckpointSummary, retry = true, confirmed = false): Promise<void> {
     const api = this.bridge?.api;
     if (!api) return;
-    this.share = { checkpoint, phase: "publishing" };
+    const brought = this.machine?.source.repo === LOCAL_REPO;
+    this.share = { ...(this.share?.checkpoint.id === checkpoint.id ? this.share : {}), checkpoint, phase: "publishing" };
     void api.exportEstimate(checkpoint.id).then(
       (fileBytes) => {
         if (this.share?.checkpoint.id === checkpoint.id) this.share = { ...this.share, fileBytes };
@@ -434,7 +441,12 @@ export class Session {
     );
     const token = localStorage.getItem(TOKEN_KEY) ?? undefined;
     try {
-      const result = await api.publish(checkpoint.id, token ? { token } : {});
+      if (brought && !confirmed) {
+        const upload = await api.publishEstimate(checkpoint.id, this.repo, token);
+        this.share = { ...this.share, checkpoint, phase: "confirm", upload };
+        return;
+      }
+      const result = await api.publish(checkpoint.id, { ...(token ? { token } : {}), ...(brought ? { repo: this.repo } : {}) });
       this.share = {
         ...this.share,
         checkpoint,
@@ -450,11 +462,16 @@ export class Session {
         const entered = prompt("This repository needs an upload token to publish. Token:");
         if (entered) {
           localStorage.setItem(TOKEN_KEY, entered.trim());
-          return this.shareCheckpoint(checkpoint, false);
+          return this.shareCheckpoint(checkpoint, false, confirmed);
         }
       }
       this.share = { ...this.share, checkpoint, phase: "failed", error: message };
     }
+  }
+
+  /** Publishes the point the share dialog asked about (an image the person brought: uploaded too). */
+  async confirmShare(): Promise<void> {
+    if (this.share?.phase === "confirm") await this.shareCheckpoint(this.share.checkpoint, true, true);
   }
 
   /** The checkpoint as a file to download (works without a server). */

@@ -16,7 +16,7 @@ import {
   type MachineStateRef,
   type SourceRef,
 } from "./repo-format.ts";
-import { buildSnapshot, storeForm, uploadSnapshot, type UploadResult } from "./snapshot.ts";
+import { buildSnapshot, missingChunks, storeForm, uploadSnapshot, type SnapshotFiles, type UploadResult } from "./snapshot.ts";
 import { Checkpoints, type SaveOptions } from "./checkpoints.ts";
 import { Disk } from "./disk.ts";
 import type { DetectedImage } from "./image-detect.ts";
@@ -165,6 +165,8 @@ export class DiskService {
   private activity: ActivityBucket[] = [];
   private importing: AbortController | undefined;
   private remoteChecked: Promise<string | null> = Promise.resolve(null);
+  /** A brought image's snapshot between its publishEstimate and its publish. */
+  private pendingSnapshot: { checkpoint: string; snapshot: SnapshotFiles } | undefined;
   private activitySeq = 0;
 
   constructor(private readonly deps: ServiceDeps) {}
@@ -476,16 +478,46 @@ export class DiskService {
 
   // ── sharing ─────────────────────────────────────────────────────────────────────────────────
 
-  /** Publishes a checkpoint to the machine's repository as a snapshot; returns its id and cost. */
-  async publish(checkpointId: string, options: { token?: string } = {}): Promise<UploadResult> {
-    if (this.opened.base.repoUrl === LOCAL_REPO) {
-      throw new Error(
-        "This machine runs an image you brought, which only this browser has: it cannot be published as a link yet. " +
-          "Download it as a file instead (the file carries the image).",
-      );
+  /**
+   * Publishes a checkpoint as a snapshot; returns its id and cost. A machine of a repository image
+   * publishes to that repository; one of an image a person brought (only this browser has it)
+   * to `options.repo`, uploading the image's chunks it lacks too: ask first (publishEstimate).
+   */
+  async publish(checkpointId: string, options: { token?: string; repo?: string } = {}): Promise<UploadResult> {
+    const base = this.opened.base;
+    if (base.repoUrl !== LOCAL_REPO) return uploadSnapshot(base.repoUrl, await this.snapshotOf(checkpointId), this.deps.fetch, options.token);
+    const repo = this.broughtTarget(options.repo);
+    const snapshot = await this.broughtSnapshot(checkpointId);
+    const load = (ref: string) => base.getRef(ref, null, "a chunk of the image");
+    const result = await uploadSnapshot(repo, snapshot, this.deps.fetch, options.token, load);
+    this.pendingSnapshot = undefined;
+    return result;
+  }
+
+  /**
+   * What publishing a checkpoint of an image a person brought uploads to `repo` (the chunks of
+   * the image and of the changes it lacks, and the state), before anything is uploaded.
+   */
+  async publishEstimate(checkpointId: string, repo: string, token?: string): Promise<{ files: number; bytes: number }> {
+    const snapshot = await this.broughtSnapshot(checkpointId);
+    const missing = await missingChunks(this.broughtTarget(repo), referencedChunks(snapshot.manifest), this.deps.fetch, token);
+    const chunkSize = snapshot.manifest.chunkSize;
+    return { files: missing.length, bytes: missing.reduce((n, ref) => n + (snapshot.files.get(ref)?.byteLength ?? chunkSize), 0) };
+  }
+
+  private broughtTarget(repo: string | undefined): string {
+    if (!repo || repo === LOCAL_REPO) throw new Error("An image you brought is published to a repository: none was given.");
+    return repo;
+  }
+
+  /** The snapshot of a checkpoint of a brought image, built once for the estimate and the upload. */
+  private async broughtSnapshot(checkpointId: string) {
+    if (this.pendingSnapshot?.checkpoint !== checkpointId) {
+      const snapshot = await this.snapshotOf(checkpointId);
+      snapshot.manifest.broughtImage = true;
+      this.pendingSnapshot = { checkpoint: checkpointId, snapshot };
     }
-    const snapshot = await this.snapshotOf(checkpointId);
-    return uploadSnapshot(this.opened.base.repoUrl, snapshot, this.deps.fetch, options.token);
+    return this.pendingSnapshot.snapshot;
   }
 
   /**

@@ -44,6 +44,9 @@
  *                  memoryBytes guest RAM it was taken with (the page must match it)
  *                  thumbnail   optional small JPEG data URL of the screen
  * A snapshot's `chunkSize` equals its parent's. Manifests are immutable once written.
+ * A snapshot may say `broughtImage: true` (added 2026-12-02): its parent is an image a person
+ * brought into their browser, which the repository does not have; the snapshot lists the whole
+ * disk, so its chunks are all a reader needs, and a repository accepts it without the parent.
  * An image manifest may name `booted`: the id of a snapshot of it booted to an idle shell, which
  * a new machine of the image resumes instead of cold-booting.
  *
@@ -93,6 +96,8 @@ export interface DiskManifest {
   storedBytes: number;
   /** Snapshots only. */
   parent?: SourceRef;
+  /** Snapshots only: the parent image is one a person brought, not in the repository. */
+  broughtImage?: true;
   machine?: MachineStateRef;
   /** Images only: a snapshot of this image booted to an idle shell, opened instead of a cold boot. */
   booted?: string;
@@ -350,6 +355,7 @@ export function parseManifest(json: unknown): DiskManifest {
     ...(typeof m.sha256 === "string" ? { sha256: m.sha256 } : {}),
     storedBytes: typeof m.storedBytes === "number" ? m.storedBytes : 0,
     ...(parent ? { parent } : {}),
+    ...(parent?.kind === "image" && m.broughtImage === true ? { broughtImage: true as const } : {}),
     ...(machine ? { machine } : {}),
     ...(m.kind === "image" && typeof m.booted === "string" && isValidSnapshotId(m.booted) ? { booted: m.booted } : {}),
     ...(hardware ? { hardware } : {}),

@@ -158,15 +158,9 @@ async function failure(response: Response, what: string): Promise<RepositoryErro
   return new RepositoryError(`The repository refused ${what}: ${detail}`);
 }
 
-/** Uploads what the repository lacks, then the manifest (which makes the snapshot exist). */
-export async function uploadSnapshot(
-  repo: string,
-  snapshot: SnapshotFiles,
-  fetchFn: Fetch,
-  token?: string,
-): Promise<UploadResult> {
+/** The chunk files of `refs` the repository lacks (asked with one request). */
+export async function missingChunks(repo: string, refs: ChunkRef[], fetchFn: Fetch, token?: string): Promise<ChunkRef[]> {
   const auth: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
-  const refs = referencedChunks(snapshot.manifest);
   const asked = await fetchFn(new URL("api/missing", repo).href, {
     method: "POST",
     headers: { "Content-Type": "application/json", ...auth },
@@ -175,12 +169,28 @@ export async function uploadSnapshot(
     throw new RepositoryError(`Could not reach the repository to publish: ${String(err)}`);
   });
   if (!asked.ok) throw await failure(asked, "the upload");
-  const { missing } = (await asked.json()) as { missing: ChunkRef[] };
+  return ((await asked.json()) as { missing: ChunkRef[] }).missing;
+}
+
+/**
+ * Uploads what the repository lacks, then the manifest (which makes the snapshot exist). Files
+ * not in the snapshot's own (an image a person brought) come from `load`.
+ */
+export async function uploadSnapshot(
+  repo: string,
+  snapshot: SnapshotFiles,
+  fetchFn: Fetch,
+  token?: string,
+  load?: (ref: ChunkRef) => Promise<Uint8Array>,
+): Promise<UploadResult> {
+  const auth: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
+  const refs = referencedChunks(snapshot.manifest);
+  const missing = await missingChunks(repo, refs, fetchFn, token);
   let uploadedBytes = 0;
   const queue = [...missing];
   const worker = async () => {
     for (let ref = queue.shift(); ref !== undefined; ref = queue.shift()) {
-      const body = snapshot.files.get(ref);
+      const body = snapshot.files.get(ref) ?? (await load?.(ref));
       if (!body) throw new RepositoryError(`The repository lacks ${ref.slice(0, 12)}…, which this snapshot shares with its parent.`);
       const put = await fetchFn(new URL(chunkPath(ref), repo).href, {
         method: "PUT",

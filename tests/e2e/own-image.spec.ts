@@ -64,10 +64,15 @@ test("a hard disk image from a file boots, writes, checkpoints, rewinds, reloads
   await waitForShell(page);
   await run(page, "cat /root/own.txt; echo again-$((3+3))", "again-6");
 
-  // A link is not possible (only this browser has the image), a file is: it carries the image.
+  // A link uploads the image too (only this browser has it): how much is said, and nothing goes
+  // up before the person agrees. A file carries the image as well.
+  const uploads = () => repo.requests.filter((r) => r.method === "PUT").length;
+  const putsBefore = uploads();
   await page.getByTestId("share-now").click();
-  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "failed", { timeout: 120_000 });
-  await expect(page.getByTestId("share-error")).toContainText("image you brought");
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 120_000 });
+  await expect(page.getByTestId("share-confirm")).toContainText("image you brought");
+  await expect(page.getByTestId("share-confirm")).toContainText(/at most \d+(\.\d)? MiB/);
+  expect(uploads()).toBe(putsBefore);
   // The file's size is said before it is written (the image's 8.4 MiB of data, the state, changes).
   await expect(page.getByTestId("export-file")).toContainText(/at most \d+(\.\d)? MiB/);
   const downloading = page.waitForEvent("download", { timeout: 300_000 });
@@ -87,6 +92,20 @@ test("a hard disk image from a file boots, writes, checkpoints, rewinds, reloads
     await run(b, "cat /root/own.txt; echo there-$((4+4))", "there-8");
   } finally {
     await other.close();
+  }
+
+  await page.getByTestId("share-upload").click();
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "published", { timeout: 300_000 });
+  expect(uploads()).toBeGreaterThan(putsBefore + 1);
+  const link = await page.getByTestId("share-link").inputValue();
+  const third = await browser.newContext();
+  try {
+    const c = await third.newPage();
+    await c.goto(link);
+    await waitForShell(c);
+    await run(c, "cat /root/own.txt; echo linked-$((5+5))", "linked-10");
+  } finally {
+    await third.close();
   }
 });
 

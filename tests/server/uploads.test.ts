@@ -145,6 +145,9 @@ describe("snapshot manifests", () => {
     const orphan = await put(open, url, JSON.stringify({ ...manifest, parent: { kind: "image", name: "nope" } }));
     expect(orphan.status).toBe(409);
     expect(await exists(join(repoDir, "snapshots", `${manifest.name}.json`))).toBe(false);
+    // A snapshot of an image a person brought has no parent here: its chunks are enough.
+    const brought = await put(open, url, JSON.stringify({ ...manifest, parent: { kind: "image", name: "mine-1234abcd" }, broughtImage: true }));
+    expect(brought.status).toBe(201);
   });
 });
 
