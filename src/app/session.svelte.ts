@@ -17,7 +17,7 @@ import { machineHash, snapshotHash, type Route } from "./route.ts";
 import type { MachineRecord } from "../engine/store-format.ts";
 import { SharedFolder, type SharedFile } from "../vm/shared-folder.ts";
 
-export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "error";
+export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "restarting" | "error";
 
 /** While the guest stays busy, a checkpoint comes at the latest this long after its first change. */
 export const AUTO_CHECKPOINT_MS = 5000;
@@ -211,6 +211,7 @@ export class Session {
       disk: this.disk,
       files,
       hardware: info.hardware,
+      input: info.input,
       relay: this.relay,
       ...(initialState ? { initialState } : {}),
       onSerial: (bytes) => {
@@ -358,12 +359,38 @@ export class Session {
   /** Puts the whole machine back at a checkpoint; it keeps running from there. */
   async rewindTo(checkpoint: CheckpointSummary): Promise<void> {
     await this.whileStopped("rewinding", async (api, emulator, disk) => {
-      const { state } = await api.restoreCheckpoint(checkpoint.id);
+      const { state, relaunch } = await api.restoreCheckpoint(checkpoint.id);
+      // Taken in another machine shape (settings changed since): a new emulator of that shape
+      // resumes it, as the page opens it.
+      if (relaunch) return this.reopen();
       disk.invalidate();
       await emulator.restore_state(state.buffer as ArrayBuffer);
       this.banner(`rewound to checkpoint of ${new Date(checkpoint.time).toLocaleTimeString()}`);
       this.refreshSharedFiles();
     });
+  }
+
+  /**
+   * Changes the machine's settings: it is turned off and started again, cold, from its disk as it
+   * is now (a change of keyboard or mouse alone resumes where it was).
+   */
+  async changeSettings(change: Parameters<DiskBridge["api"]["changeSettings"]>[0]): Promise<void> {
+    const now = this.machine?.hardware;
+    const wanted = change.hardware ?? {};
+    const shapeChanged = !now || Object.entries(wanted).some(([k, v]) => now[k as keyof typeof now] !== v);
+    // Only the page's keyboard or mouse: the machine resumes where it is, so it is saved first.
+    if (!shapeChanged) await this.checkpoint(true);
+    await this.whileStopped("restarting", async (api) => {
+      await api.changeSettings(change);
+      await this.reopen();
+    });
+  }
+
+  /** Opens this machine again in a new page (a new emulator); never returns. */
+  private async reopen(): Promise<never> {
+    await this.bridge?.api.flush();
+    location.reload();
+    return new Promise<never>(() => undefined);
   }
 
   /** Puts the disk alone back at `point` and cold-boots on it, as after a power loss. */

@@ -2,6 +2,7 @@
  * Machine checkpoints: v86 states cut into pieces (checkpoint-format.ts), each piece stored once
  * per machine in packs, each checkpoint tied to a disk point in the write log.
  */
+import type { Hardware } from "./repo-format.ts";
 import { createXXHash64, type IHasher } from "hash-wasm";
 import { CHECKPOINT_FORMAT, decodeRefs, deflatePack, encodeRefs, joinState, PackBuilder, packFrom, splitState, unpack, type Place } from "./checkpoint-format.ts";
 import type { LocalStore } from "./local-store.ts";
@@ -15,6 +16,8 @@ export interface SaveOptions {
   name?: string;
   /** The checkpoint's id when the caller already announced one (a shared point); else a new one. */
   id?: string;
+  /** The machine shape the state was taken in (store-format.ts CheckpointRecord.hardware). */
+  hardware?: Hardware;
 }
 
 /**
@@ -117,6 +120,7 @@ export class Checkpoints {
       auto: options.auto,
       ...(options.thumbnail === undefined ? {} : { thumbnail: options.thumbnail }),
       ...(options.name === undefined ? {} : { name: options.name }),
+      ...(options.hardware === undefined ? {} : { hardware: options.hardware }),
     };
     // Deflated here, not above: a background checkpoint is in use before this runs.
     const write = async () => {

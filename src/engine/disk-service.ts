@@ -9,6 +9,7 @@ import { CHECKPOINT_FORMAT, joinState } from "./checkpoint-format.ts";
 import {
   LEGACY_HARDWARE,
   chunkHash,
+  drivesOf,
   hardwareOf,
   referencedChunks,
   type DiskManifest,
@@ -34,7 +35,7 @@ import {
 import { RemoteBlocks, urlFileName } from "./remote-image.ts";
 import { isQuotaError, LocalStore } from "./local-store.ts";
 import { sleep } from "./util.ts";
-import { LOCAL_REPO, type BranchRecord, type CheckpointRecord, type MachineRecord, type MachineSource, type MarkerRecord, type Point } from "./store-format.ts";
+import { LOCAL_REPO, type InputSettings, type BranchRecord, type CheckpointRecord, type MachineRecord, type MachineSource, type MarkerRecord, type Point } from "./store-format.ts";
 
 /** Which machine to open: the given id, else the last opened machine of that source, else a new one. */
 export type OpenRequest =
@@ -55,6 +56,8 @@ export interface MachineInfo {
   resume: CheckpointSummary | null;
   /** The emulated machine its disk and states belong to (RAM, network card, shared folder). */
   hardware: Hardware;
+  /** Whether keys and the mouse on the screen reach the guest. */
+  input: InputSettings;
   /** The repository image at the root of the machine's source (for "new machine from this image"). */
   image: string | null;
   /** Where the disk is read from when it is an image opened from a URL. */
@@ -109,6 +112,16 @@ const SHARED_HANDOUT_WAIT_MS = 10_000;
 /** Width of an activity bucket on the timeline. */
 const ACTIVITY_BUCKET_MS = 1000;
 
+/** Two machine shapes a state moves between only by starting a new emulator. */
+const sameShape = (a: Hardware, b: Hardware) =>
+  a.memoryBytes === b.memoryBytes &&
+  a.network === b.network &&
+  a.sharedFolder === b.sharedFolder &&
+  a.vgaMemoryBytes === b.vgaMemoryBytes &&
+  a.bootDevice === b.bootDevice &&
+  JSON.stringify(a.drives ?? null) === JSON.stringify(b.drives ?? null);
+/** Video memory a person can pick (a state holds it whole). */
+const BOOTABLE_VGA = new Set([2, 8, 16].map((m) => m * 2 ** 20));
 const sameSource = (a: MachineSource, b: MachineSource) => a.repo === b.repo && a.kind === b.kind && a.name === b.name;
 const summary = ({ refs: _refs, pieceCount: _count, ...rest }: CheckpointRecord): CheckpointSummary => rest;
 
@@ -149,7 +162,9 @@ export class DiskService {
   private progressTimer: ReturnType<typeof setInterval> | undefined;
   private errorListener: ((message: string) => void) | undefined;
   private changeListener: (() => void) | undefined;
+  /** The shape the machine runs in now, and the one its image (or snapshot) has. */
   private hardware: Hardware = LEGACY_HARDWARE;
+  private imageHardware: Hardware = LEGACY_HARDWARE;
   /** The shared point of a snapshot being opened, while its state streams in (see open). */
   private shared:
     | {
@@ -233,16 +248,26 @@ export class DiskService {
     this.disk.onFlushError = (err) => this.errorListener?.(storageFailure(err, "the latest disk writes"));
     this.disk.onQuiet = () => this.changeListener?.();
     this.checkpoints = await Checkpoints.open(store, machine.id);
-    this.hardware = hardwareOf(manifest);
+    this.imageHardware = hardwareOf(manifest);
     this.shared = undefined;
     let resume: CheckpointSummary | null;
     machine.opened = now;
+    const wasOff = machine.off === true;
+    delete machine.off;
     if (sharedState && manifest.machine) {
       resume = this.startSharedPoint(store, machine, manifest.machine, sharedState);
     } else {
       await store.putMachine(machine);
-      resume = await this.resumePoint();
+      if (wasOff) {
+        // Turned off (its settings changed): a cold boot here, whose writes fork from the
+        // checkpoints behind it (their memory is not on the disk).
+        await this.disk.setSettings({ off: false });
+        await this.disk.seek(this.disk.now, true);
+      }
+      resume = wasOff ? null : await this.resumePoint();
     }
+    // A checkpoint resumes in the shape it was taken in; a cold boot in the machine's settings.
+    this.hardware = resume ? (resume.hardware ?? this.imageHardware) : (machine.hardware ?? this.imageHardware);
     return {
       id: machine.id,
       name: machine.name,
@@ -253,6 +278,7 @@ export class DiskService {
       now: this.disk.now,
       resume,
       hardware: this.hardware,
+      input: machine.input ?? { keyboard: true, mouse: true },
       image: await this.rootImage(store, machine.source.repo, manifest),
       remoteUrl: base.remote?.url ?? null,
     };
@@ -370,12 +396,16 @@ export class DiskService {
     // The writes before the checkpoint are stored first: a stored checkpoint must never point past
     // the stored log (a reload would restore RAM over a disk that lacks its last writes).
     await this.opened.flush().catch(failed);
-    const record = await this.saved.save(point, state, options).catch(failed);
+    const record = await this.saved.save(point, state, { ...options, hardware: this.hardware }).catch(failed);
     return summary(record);
   }
 
-  /** Moves the disk to a checkpoint's point and returns the machine state to restore (the caller's own copy). */
-  async restoreCheckpoint(id: string): Promise<{ checkpoint: CheckpointSummary; state: Uint8Array }> {
+  /**
+   * Moves the disk to a checkpoint's point and returns the machine state to restore (the caller's
+   * own copy). `relaunch`: the checkpoint was taken in another machine shape (its settings were
+   * changed since): the page must start a new emulator of that shape (open() gives it).
+   */
+  async restoreCheckpoint(id: string): Promise<{ checkpoint: CheckpointSummary; state: Uint8Array; relaunch?: boolean }> {
     const shared = this.shared;
     if (shared?.id === id && !shared.handedOut && this.opened.now.seq === 0 && this.opened.now.branch === 0) {
       // Resuming the shared point as opened: its state straight from the network copy, the disk
@@ -392,7 +422,33 @@ export class DiskService {
       (c) => c.branch === record.branch && c.seq === record.seq && c.time > record.time,
     );
     await this.opened.seek(point, laterCheckpoint);
-    return { checkpoint: summary(record), state };
+    const shape = record.hardware ?? this.imageHardware;
+    if (sameShape(shape, this.hardware)) return { checkpoint: summary(record), state };
+    return { checkpoint: summary(record), state, relaunch: true };
+  }
+
+  /**
+   * Changes the open machine's settings (what a person brought an image with, or any machine's
+   * RAM): the machine is turned off, and the next open cold-boots it at its disk's point in the
+   * new shape. Keyboard and mouse are the page's, and apply at the next open too.
+   */
+  async changeSettings(change: { hardware?: Partial<Pick<Hardware, "memoryBytes" | "vgaMemoryBytes" | "bootDevice">>; input?: InputSettings }): Promise<void> {
+    await this.settled();
+    const disk = this.opened;
+    const next: Hardware = { ...this.hardware, ...change.hardware };
+    const devices = drivesOf(next, disk.size).map((d) => d.device);
+    if (!devices.includes(next.bootDevice)) throw new Error(`This machine has no ${next.bootDevice} drive to boot from.`);
+    if (!Number.isSafeInteger(next.memoryBytes) || next.memoryBytes < 8 * 2 ** 20 || next.memoryBytes > 2 ** 31) {
+      throw new Error("Memory must be from 8 MiB to 2 GiB.");
+    }
+    if (!BOOTABLE_VGA.has(next.vgaMemoryBytes)) throw new Error("Video memory must be 2, 8 or 16 MiB.");
+    await disk.flush();
+    const shapeChanged = !sameShape(next, this.hardware);
+    await disk.setSettings({
+      hardware: next,
+      ...(change.input ? { input: change.input } : {}),
+      ...(shapeChanged ? { off: true } : {}),
+    });
   }
 
   /** Moves the disk alone to `point` (the machine must cold-boot on it). */
@@ -567,7 +623,7 @@ export class DiskService {
       disk,
       point: { branch: record.branch, seq: record.seq },
       state,
-      hardware: this.hardware,
+      hardware: record.hardware ?? this.imageHardware,
       description: `${disk.record.name}, ${new Date(record.time).toISOString().slice(0, 16).replace("T", " ")} UTC`,
       ...(record.thumbnail ? { thumbnail: record.thumbnail } : {}),
     });

@@ -197,6 +197,16 @@ export class Disk {
     return done;
   }
 
+  /** Stores the machine's settings (see MachineRecord): they take effect when it is next opened. */
+  setSettings(settings: Pick<MachineRecord, "hardware" | "input" | "off">): Promise<void> {
+    const done = this.writeTail.then(async () => {
+      this.machine = { ...this.machine, ...settings };
+      await this.store.putMachine(structuredClone(this.machine));
+    });
+    this.writeTail = done.catch(() => undefined);
+    return done;
+  }
+
   /** Adds an end marker (a consistent point) at the current point. */
   mark(kind: MarkerKind, name?: string): Promise<MarkerRecord> {
     const done = this.writeTail.then(() => {

@@ -76,13 +76,14 @@
  * listed the hashes) by per-machine `statePacks` and CheckpointRecord.refs; 4 `statePacks` may be
  * deflated (StatePack.deflated: an idle checkpoint's pages shrink ~6×), nothing to rewrite, but a
  * version 3 reader would take the deflated bytes for pieces; 5 adds `remotePins` and
- * ManifestRecord.remote (an older reader would take a URL image's unknown chunks for zeros). local-store.ts migrates older stores
+ * ManifestRecord.remote (an older reader would take a URL image's unknown chunks for zeros), and
+ * MachineRecord.hardware/input and CheckpointRecord.hardware (machine settings changed later). local-store.ts migrates older stores
  * on open.
  *
  * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
  */
 import type { DBSchema } from "idb";
-import type { DiskManifest } from "./repo-format.ts";
+import type { DiskManifest, Hardware } from "./repo-format.ts";
 import type { RemoteIdentity } from "./remote-image.ts";
 
 /** Bump on any change to the stores below; local-store.ts migrates from every older version. */
@@ -138,6 +139,21 @@ export interface MachineRecord {
   lastBranch: number;
   /** Where the machine is now: the disk the guest sees is the disk at this point. */
   now: Point;
+  /**
+   * Its machine shape, once changed by the person (added 2026-12-02; absent: its image's). A
+   * change takes effect at a cold boot on a new branch; checkpoints keep the shape they were taken in.
+   */
+  hardware?: Hardware;
+  /** The page's keyboard and mouse for the screen (added 2026-12-02; absent: both on). */
+  input?: InputSettings;
+  /** Turned off to change its settings (added 2026-12-02): the next open cold-boots at `now`. */
+  off?: boolean;
+}
+
+/** Whether keys and the mouse on the screen reach the guest (not part of any machine state). */
+export interface InputSettings {
+  keyboard: boolean;
+  mouse: boolean;
 }
 
 export interface BranchRecord {
@@ -206,6 +222,11 @@ export interface CheckpointRecord {
   thumbnail?: string;
   /** Taken by the timer rather than by the person. */
   auto: boolean;
+  /**
+   * The machine shape the state was taken in, restored with it (added 2026-12-02; absent: the
+   * machine's image's, as for every checkpoint before settings could change).
+   */
+  hardware?: Hardware;
   name?: string;
 }
 

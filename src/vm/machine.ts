@@ -9,6 +9,7 @@ import { DriveView } from "./drive-view.ts";
 import { resumeOnSameThread, type V86Scheduler } from "./fast-resume.ts";
 import { withLazyZeroing } from "./lazy-zeroing.ts";
 import type { Hardware } from "../engine/repo-format.ts";
+import type { InputSettings } from "../engine/store-format.ts";
 import { v86Devices } from "./machine-config.ts";
 import { adaptNetwork } from "./network.ts";
 
@@ -52,6 +53,8 @@ export interface MachineOptions {
   hardware: Hardware;
   /** Network backend: "fetch" or a wisp:// relay URL (see network.ts). */
   relay: string;
+  /** Whether keys and the mouse on the screen reach the guest (default: both). */
+  input?: InputSettings;
   /** A checkpoint to resume instead of booting (v86 save_state() output). */
   initialState?: ArrayBuffer;
   /** Bytes the guest wrote to its first serial port, batched per animation frame. */
@@ -80,6 +83,8 @@ export function startMachine(options: MachineOptions): V86 {
     ...drives(options),
     autostart: true,
     disable_speaker: true,
+    ...(options.input?.keyboard === false ? { disable_keyboard: true } : {}),
+    ...(options.input?.mouse === false ? { disable_mouse: true } : {}),
     ...(options.initialState ? { initial_state: { buffer: options.initialState } } : {}),
   });
   // v86 makes its internal emulator once the WebAssembly is instantiated, before it first runs.

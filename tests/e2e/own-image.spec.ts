@@ -141,7 +141,7 @@ test("a gzip'd ISO boots from the CD and resumes after a reload; a floppy boots 
   await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
 });
 
-test("an install-like flow: a CD with an empty second disk; the guest formats and writes it; a rewind to before makes it empty again", async ({ page, repo }) => {
+test("an install-like flow: a CD with an empty second disk; the guest formats and writes it; a rewind to before makes it empty again; settings change later", async ({ page, repo }) => {
   test.setTimeout(10 * 60_000);
   await page.goto(smallImage(repo));
   await waitForShell(page);
@@ -167,6 +167,34 @@ test("an install-like flow: a CD with an empty second disk; the guest formats an
   await clickPoint(page, `[data-id="${before}"]`);
   await expect(page.getByTestId("status")).toHaveText("Running");
   await run(page, nonZero(3), "used3-0");
+
+  // Settings change later: the machine is turned off and cold-boots at its disk as it is, in the
+  // new shape; the checkpoint taken before resumes in the shape it was taken in.
+  const memory = (n: number) => `echo mem${n}-$(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo)`;
+  await run(page, memory(1), /mem1-1[0-2]\d/);
+  await page.getByTestId("open-settings").click();
+  await expect(page.getByTestId("settings-boot").locator("option")).toHaveText(["CD-ROM", "Hard disk"]);
+  await page.getByTestId("settings-memory").selectOption("64");
+  await expect(page.getByTestId("settings-restart")).toBeVisible();
+  await page.getByTestId("settings-apply").click();
+  await expect(terminal(page)).toContainText("sandglass-live-cd: booted from the CD", { timeout: 300_000 });
+  await waitForShell(page);
+  await run(page, memory(2), /mem2-[3-6]\d\b/);
+  // Keyboard and mouse are the page's: no restart, the machine resumes where it was.
+  await run(page, "export KEPT=k-$((4*4)); echo kept-$((2*2))", "kept-4");
+  await page.getByTestId("open-settings").click();
+  await page.getByTestId("settings-keyboard").uncheck();
+  await expect(page.getByTestId("settings-restart")).toHaveCount(0);
+  const reloaded = page.waitForEvent("load", { timeout: 120_000 });
+  await page.getByTestId("settings-apply").click();
+  await reloaded;
+  await waitForShell(page);
+  await run(page, "echo $KEPT-$((3+3))", "k-16-6");
+  const adapter = () => page.evaluate(() => Boolean((window as unknown as { sandglass: { debug: { emulator?: { keyboard_adapter?: object } } } }).sandglass.debug.emulator?.keyboard_adapter));
+  expect(await adapter()).toBe(false);
+  await clickPoint(page, `[data-id="${before}"]`);
+  await waitForShell(page);
+  await run(page, memory(3), /mem3-1[0-2]\d/);
 });
 
 test("files that are not disk images, and an import cancelled halfway, leave nothing in storage", async ({ page, repo }) => {
