@@ -11,7 +11,7 @@ import { describe } from "./format.ts";
 import { machineHash } from "./route.ts";
 
 /** File names taken for disk images when dropped (anything else dropped goes to /shared). */
-export const IMAGE_EXTENSIONS = [".iso", ".img", ".ima", ".flp", ".vfd", ".raw", ".dsk", ".hdd", ".bin", ".gz"];
+export const IMAGE_EXTENSIONS = [".iso", ".img", ".ima", ".flp", ".vfd", ".raw", ".dsk", ".hdd", ".bin", ".gz", ".xz"];
 
 export const isImageName = (name: string) => IMAGE_EXTENSIONS.some((e) => name.toLowerCase().endsWith(e));
 

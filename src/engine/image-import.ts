@@ -1,14 +1,14 @@
 /**
- * Imports a person's own disk image (an ISO, a raw hard disk, a floppy; raw or gzip-compressed) into the local store as a
+ * Imports a person's own disk image (an ISO, a raw hard disk, a floppy; raw, gzip- or xz-compressed) into the local store as a
  * repository image of {@link LOCAL_REPO}: cut into chunks, hashed, zero chunks skipped, chunks
  * already stored not stored again. The file is read a slice at a time, so a 4 GiB image never
  * sits whole in memory. Either the whole image lands (its manifest last) or, on failure or
  * cancel, nothing it added is left.
  */
-import { Gunzip } from "fflate";
 import { createSHA256, type IHasher } from "hash-wasm";
 import type { LocalStore } from "./local-store.ts";
 import { detectImage, DETECT_BYTES, NotAnImageError, type DetectedImage } from "./image-detect.ts";
+import { compressionOf, openContent, type Content, type ImageFile } from "./image-content.ts";
 import { manifestUrl, type Fetch } from "./chunk-source.ts";
 import { imageUrl, probeRemote, urlFileName, type RemoteIdentity } from "./remote-image.ts";
 import {
@@ -24,12 +24,7 @@ import {
 import { LOCAL_REPO, type MachineSource, type ManifestRecord } from "./store-format.ts";
 import { equalBytes, sha256Hex } from "./util.ts";
 
-/** What the importer reads: a File in the browser, a file on disk in Node. */
-export interface ImageFile {
-  name: string;
-  size: number;
-  read(offset: number, length: number): Promise<Uint8Array>;
-}
+export type { ImageFile };
 
 /** The machine an image is imported for (stored in its manifest's `hardware`). */
 export interface ImportSettings {
@@ -78,9 +73,6 @@ export class ImportCancelled extends Error {
   }
 }
 
-/** Bytes read from the file per step (and per IndexedDB transaction). */
-const SLICE_BYTES = 8 * 1024 * 1024;
-
 /** A `File` as the importer reads it. */
 export function fileImage(file: File): ImageFile {
   return {
@@ -90,91 +82,6 @@ export function fileImage(file: File): ImageFile {
   };
 }
 
-/**
- * An image's content, a SLICE_BYTES slice at a time: a raw file as it is, a gzip'd one inflated
- * on the way (fflate's streaming inflate), so neither is ever whole in memory.
- */
-interface Content {
-  /** Bytes of the image (a gzip'd file's: from its trailer, checked at the end). */
-  size: number;
-  gzip: boolean;
-  /** The first DETECT_BYTES (or all of a shorter image). */
-  head: Uint8Array;
-  /** The slices in order, with how much of the file has been read for each. */
-  slices(): AsyncGenerator<{ data: Uint8Array; fileBytes: number }>;
-}
-
-const isGzip = (b: Uint8Array) => b.length >= 18 && b[0] === 0x1f && b[1] === 0x8b;
-
-async function openContent(file: ImageFile): Promise<Content> {
-  const start = file.size === 0 ? new Uint8Array(0) : await file.read(0, Math.min(DETECT_BYTES, file.size));
-  if (!isGzip(start)) {
-    return {
-      size: file.size,
-      gzip: false,
-      head: start,
-      async *slices() {
-        for (let at = 0; at < file.size; at += SLICE_BYTES) {
-          const data = await file.read(at, Math.min(SLICE_BYTES, file.size - at));
-          yield { data, fileBytes: at + data.byteLength };
-        }
-      },
-    };
-  }
-  // gzip's trailer ends with the inflated size modulo 2^32.
-  const trailer = await file.read(file.size - 4, 4);
-  const size = new DataView(trailer.buffer, trailer.byteOffset, 4).getUint32(0, true);
-  const damaged = () => new NotAnImageError(file.name, "it is gzip-compressed, but the gzip data is damaged or cut short.");
-  async function* inflated(limit = Infinity) {
-    const out: Uint8Array[] = [];
-    let outBytes = 0;
-    let ended = false;
-    const inflater = new Gunzip((data, final) => {
-      out.push(data);
-      outBytes += data.byteLength;
-      ended ||= final;
-    });
-    const take = (n: number) => {
-      const piece = new Uint8Array(n);
-      for (let at = 0; at < n; ) {
-        const first = out[0]!;
-        const used = Math.min(first.byteLength, n - at);
-        piece.set(first.subarray(0, used), at);
-        at += used;
-        if (used === first.byteLength) out.shift();
-        else out[0] = first.subarray(used);
-      }
-      outBytes -= n;
-      return piece;
-    };
-    let total = 0;
-    for (let at = 0; at < file.size && total < limit; ) {
-      const compressed = await file.read(at, Math.min(SLICE_BYTES, file.size - at));
-      at += compressed.byteLength;
-      try {
-        inflater.push(compressed, at >= file.size);
-      } catch {
-        throw damaged();
-      }
-      while (outBytes >= SLICE_BYTES) {
-        total += SLICE_BYTES;
-        yield { data: take(SLICE_BYTES), fileBytes: at };
-      }
-    }
-    if (total >= limit) return;
-    if (!ended) throw damaged();
-    if (outBytes > 0) {
-      total += outBytes;
-      yield { data: take(outBytes), fileBytes: file.size };
-    }
-    if (total % 2 ** 32 !== size) throw damaged();
-  }
-  // The first slice (at most SLICE_BYTES inflated), for detection; the import inflates again.
-  let head = new Uint8Array(0);
-  for await (const { data } of inflated(DETECT_BYTES)) head = data.slice(0, DETECT_BYTES);
-  return { size, gzip: true, head, slices: () => inflated() };
-}
-
 /** Detects what the file is (see image-detect.ts); throws NotAnImageError with the reason. */
 export async function inspectImage(file: ImageFile): Promise<DetectedImage> {
   return detectContent(file, await openContent(file));
@@ -182,7 +89,7 @@ export async function inspectImage(file: ImageFile): Promise<DetectedImage> {
 
 function detectContent(file: ImageFile, content: Content): DetectedImage {
   const detected = detectImage(file.name, content.size, content.head);
-  return content.gzip ? { ...detected, label: `${detected.label}, gzip-compressed` } : detected;
+  return content.compression ? { ...detected, label: `${detected.label}, ${content.compression}-compressed` } : detected;
 }
 
 /** An image name from the file's name and content: the same file imported twice is one image. */
@@ -338,10 +245,11 @@ async function detectUrl(text: string, fetchFn: Fetch): Promise<DetectedUrl & { 
   const url = imageUrl(text);
   const fileName = urlFileName(url);
   const { identity, head } = await probeRemote(url, fetchFn, DETECT_BYTES);
-  if (isGzip(head)) {
+  const compression = compressionOf(head);
+  if (compression) {
     throw new NotAnImageError(
       fileName,
-      "it is gzip-compressed, and a compressed image cannot be read a block at a time from a URL. Download it and open the file instead (it is inflated on the way in).",
+      `it is ${compression}-compressed, and a compressed image cannot be read a block at a time from a URL. Download it and open the file instead (it is inflated on the way in).`,
     );
   }
   return { url, fileName, size: identity.size, detected: detectImage(fileName, identity.size, head), identity };

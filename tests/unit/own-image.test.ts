@@ -6,6 +6,8 @@
  */
 import "fake-indexeddb/auto";
 import { gzipSync } from "node:zlib";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ChunkSource, loadManifest, RepositoryError } from "../../src/engine/chunk-source.ts";
 import { Disk } from "../../src/engine/disk.ts";
@@ -143,6 +145,21 @@ describe("image import", () => {
     cut.set(packed.subarray(packed.byteLength - 4), cut.byteLength - 4); // a trailer that still reads as a size
     await expect(importImage(other, fileOf("cut.iso.gz", cut), settings)).rejects.toThrow(/damaged or cut short/);
     expect(await chunkCount(other)).toBe(0);
+  });
+
+  it("an xz-compressed image is inflated on the way, its size from the xz index; a cut-short one is refused", async () => {
+    const store = await LocalStore.open("own-import-xz");
+    const image = iso(4 * MiB);
+    for (let i = 0; i < image.length; i += 4096) image[i + 100] = i % 251;
+    // Several xz blocks, so the index lists more than one.
+    const packed = new Uint8Array(execFileSync("xz", ["-c", "-T2", "--block-size=1MiB"], { input: image }));
+    const { manifest, detected } = await importImage(store, fileOf("live.iso.xz", packed), settings);
+    expect(detected.label).toContain("xz-compressed");
+    expect(manifest.size).toBe(image.byteLength);
+    expect(manifest.sha256).toBe(createHash("sha256").update(image).digest("hex"));
+    const before = await chunkCount(store);
+    await expect(importImage(store, fileOf("cut.iso.xz", packed.subarray(0, packed.length - 1000)), settings)).rejects.toThrow(/xz-compressed, but the data is damaged/);
+    expect(await chunkCount(store)).toBe(before);
   });
 
   it("a cancelled import leaves nothing in storage", async () => {
