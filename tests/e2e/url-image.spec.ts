@@ -107,7 +107,7 @@ test("a hard disk image from a URL boots read by Range, writes, rewinds, reloads
   }
 });
 
-test("a CD and a floppy boot from URLs; a CD that changed on the server is refused, its machine's history still opens", async ({ page, repo }) => {
+test("a CD and a floppy boot from URLs; the CD rewinds and travels as a file; changed on the server, it is refused and its machine's history still opens", async ({ page, repo, browser }) => {
   test.setTimeout(12 * 60_000);
   const cd = test.info().outputPath("live.iso");
   await copyFile(LIVE_CD, cd);
@@ -127,6 +127,32 @@ test("a CD and a floppy boot from URLs; a CD that changed on the server is refus
   await waitForShell(page);
   await run(page, "echo $LIVE-$((2*4))", "url-25-8");
   await expect(page.getByTestId("remote-changed")).toHaveCount(0);
+  // Rewind: the CD is read-only, so what changes is in memory; the checkpoint brings it back.
+  await run(page, "export LIVE=gone; echo $LIVE-$((4*4))", "gone-16");
+  await clickPoint(page, `[data-id="${point}"]`);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "echo $LIVE-$((3*5))", "url-25-15");
+  // As a file: the CD's blocks travel in it, and another browser resumes it without the URL.
+  await page.getByTestId("share-now").click();
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 120_000 });
+  const downloading = page.waitForEvent("download", { timeout: 300_000 });
+  await page.getByTestId("export-file").click();
+  const file = test.info().outputPath((await downloading).suggestedFilename());
+  await (await downloading).saveAs(file);
+  const requests = host.sent("live.iso").requests;
+  const other = await browser.newContext();
+  try {
+    const b = await other.newPage();
+    await b.goto(smallImage(repo));
+    await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
+    await b.getByTestId("file-input").setInputFiles(file);
+    await b.waitForURL(/#\/s\/[a-z2-7]{26}$/);
+    await waitForShell(b);
+    await run(b, "echo $LIVE-$((2*9))", "url-25-18");
+    expect(host.sent("live.iso").requests).toBe(requests);
+  } finally {
+    await other.close();
+  }
 
   // The server now has another file under the same URL (a new volume name, a new ETag).
   const changed = Buffer.from(await readFile(LIVE_CD));
