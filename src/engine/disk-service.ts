@@ -677,6 +677,7 @@ export class DiskService {
         ...(onProgress ? { onProgress } : {}),
       });
       const machine = newMachine(uniqueName(file.name.slice(0, 60) || source.name, await store.listMachines()), source, Date.now());
+      if (settings.input) machine.input = settings.input;
       await store.putMachine(machine);
       return machine.id;
     } finally {
@@ -705,6 +706,7 @@ export class DiskService {
     const store = await this.store();
     const { source } = await importUrl(store, url, settings, this.deps.fetch);
     const machine = newMachine(uniqueName(urlFileName(url).slice(0, 60) || source.name, await store.listMachines()), source, Date.now());
+    if (settings.input) machine.input = settings.input;
     await store.putMachine(machine);
     return machine.id;
   }

@@ -21,7 +21,7 @@ import {
   type Drive,
   type Hardware,
 } from "./repo-format.ts";
-import { LOCAL_REPO, type MachineSource, type ManifestRecord } from "./store-format.ts";
+import { LOCAL_REPO, type InputSettings, type MachineSource, type ManifestRecord } from "./store-format.ts";
 import { equalBytes, sha256Hex } from "./util.ts";
 
 export type { ImageFile };
@@ -33,6 +33,8 @@ export interface ImportSettings {
   vgaMemoryBytes: number;
   /** An empty hard disk of this size beside the image (to install onto); 0 or absent: none. */
   secondDiskBytes?: number;
+  /** Keys and the mouse on the screen (the machine's, not the image's: MachineRecord.input). */
+  input?: InputSettings;
 }
 
 /** Largest empty second disk (v86's IDE disks take up to 2^32 sectors; the guest's log is the limit). */

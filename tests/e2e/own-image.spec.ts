@@ -135,8 +135,11 @@ test("a gzip'd ISO boots from the CD and resumes after a reload; an xz'd floppy 
   await chooseImage(page, floppyXz);
   await expect(page.getByTestId("import-detected")).toContainText("1.44 MB floppy image, xz-compressed");
   await expect(page.getByTestId("import-boot")).toHaveValue("fda");
+  await page.getByTestId("import-mouse").uncheck(); // chosen on import: no mouse from the screen
   await importAndOpen(page);
   await expect(terminal(page)).toContainText("sandglass-floppy: booted from the floppy", { timeout: 300_000 });
+  const mouse = () => page.evaluate(() => Boolean((window as unknown as { sandglass: { debug: { emulator?: { mouse_adapter?: object } } } }).sandglass.debug.emulator?.mouse_adapter));
+  expect(await mouse()).toBe(false);
   await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
   await checkpoint(page);
   await page.reload();
