@@ -174,19 +174,15 @@ export class ChunkSource {
 
   /**
    * Fetches and pins every chunk of a URL image not read yet (a snapshot of it lists the whole
-   * disk); `onChunk` reports each. Nothing to do for other images.
+   * disk), four at a time. Nothing to do for other images.
    */
-  async fetchAll(onChunk?: (done: number, total: number) => void): Promise<void> {
+  async fetchAll(): Promise<void> {
     const known = this.known;
     if (!known) return;
     const missing = [...known.keys()].filter((i) => !known[i]);
-    let done = 0;
     let next = 0;
     const worker = async () => {
-      while (next < missing.length) {
-        await this.load(missing[next++]!);
-        onChunk?.(++done, missing.length);
-      }
+      while (next < missing.length) await this.load(missing[next++]!);
     };
     await Promise.all([worker(), worker(), worker(), worker()]);
   }
