@@ -1,7 +1,8 @@
 /**
  * `npm start`'s server: the built app and the image repository on 127.0.0.1.
- *   tsx server/main.ts --repo build/repo --app dist [--port 8080] [--no-uploads] [--wisp]
- * Snapshot uploads are on unless --no-uploads; SANDGLASS_UPLOAD_TOKEN makes them need that token.
+ *   tsx server/main.ts --repo build/repo --app dist [--port 8080] [--no-uploads] [--upload-mib-per-hour N] [--wisp]
+ * Snapshot uploads are on unless --no-uploads; SANDGLASS_UPLOAD_TOKEN makes them need that token;
+ * --upload-mib-per-hour (or SANDGLASS_UPLOAD_MIB_PER_HOUR) caps what one publisher stores per hour.
  * --wisp (or SANDGLASS_WISP=1) also runs the guests' TCP relay (server/relay.ts).
  */
 import { existsSync } from "node:fs";
@@ -14,6 +15,7 @@ const { values } = parseArgs({
     app: { type: "string", default: "dist" },
     port: { type: "string", default: "8080" },
     "no-uploads": { type: "boolean", default: false },
+    "upload-mib-per-hour": { type: "string" },
     wisp: { type: "boolean", default: process.env.SANDGLASS_WISP === "1" },
   },
 });
@@ -30,6 +32,7 @@ const server = await startServer({
   appRoot: values.app,
   port: Number(values.port),
   uploads: !values["no-uploads"],
+  ...(values["upload-mib-per-hour"] ? { uploadBytesPerHour: Number(values["upload-mib-per-hour"]) * 1024 * 1024 } : {}),
   relay: values.wisp,
 }).catch(
   (err: unknown) => {

@@ -9,9 +9,14 @@
  *
  * Sizes are bounded, names are matched by strict patterns (no path can leave the repository), and
  * with SANDGLASS_UPLOAD_TOKEN (or the `uploadToken` option) writes need `Authorization: Bearer`.
+ * With a cap (`uploadBytesPerHour`, $SANDGLASS_UPLOAD_MIB_PER_HOUR) one publisher (one client
+ * address) may store at most that many new bytes in any hour; past it, writes answer 429.
+ *
+ * A chunk reported present, or sent again, has its modification time refreshed: sweep.ts keeps
+ * recently touched chunks, so a publish between its `missing` check and its manifest is safe.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, stat, utimes, writeFile } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
 import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -33,6 +38,63 @@ export interface UploadOptions {
   uploads?: boolean;
   /** Required bearer token for writes; defaults to $SANDGLASS_UPLOAD_TOKEN. */
   uploadToken?: string;
+  /** New bytes one publisher may store per rolling hour; defaults to $SANDGLASS_UPLOAD_MIB_PER_HOUR MiB; unset: no cap. */
+  uploadBytesPerHour?: number;
+}
+
+const HOUR_MS = 60 * 60 * 1000;
+
+/** Bytes stored per publisher over the last hour (kept in memory: a restart forgets, by design cheap). */
+export class UploadLimiter {
+  private readonly spent = new Map<string, { at: number; bytes: number }[]>();
+  constructor(
+    readonly bytesPerHour: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private recent(who: string): { at: number; bytes: number }[] {
+    const since = this.now() - HOUR_MS;
+    const list = (this.spent.get(who) ?? []).filter((e) => e.at > since);
+    if (list.length > 0) this.spent.set(who, list);
+    else this.spent.delete(who);
+    return list;
+  }
+
+  used(who: string): number {
+    return this.recent(who).reduce((sum, e) => sum + e.bytes, 0);
+  }
+
+  /** null when `bytes` more fit; else the seconds until they would. */
+  retryAfter(who: string, bytes: number): number | null {
+    const list = this.recent(who);
+    let over = list.reduce((sum, e) => sum + e.bytes, 0) + bytes - this.bytesPerHour;
+    if (over <= 0) return null;
+    if (bytes > this.bytesPerHour) return Math.ceil(HOUR_MS / 1000);
+    for (const e of list) {
+      over -= e.bytes;
+      if (over <= 0) return Math.max(1, Math.ceil((e.at + HOUR_MS - this.now()) / 1000));
+    }
+    return Math.ceil(HOUR_MS / 1000);
+  }
+
+  charge(who: string, bytes: number): void {
+    this.spent.set(who, [...this.recent(who), { at: this.now(), bytes }]);
+  }
+}
+
+const limiters = new WeakMap<UploadOptions, UploadLimiter | null>();
+
+function limiterFor(options: UploadOptions): UploadLimiter | null {
+  if (!limiters.has(options)) {
+    const env = Number(process.env.SANDGLASS_UPLOAD_MIB_PER_HOUR ?? "");
+    const cap = options.uploadBytesPerHour ?? (env > 0 ? env * 1024 * 1024 : 0);
+    limiters.set(options, cap > 0 ? new UploadLimiter(cap) : null);
+  }
+  return limiters.get(options)!;
+}
+
+function publisherOf(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? "unknown";
 }
 
 const MAX_MISSING_REFS = 200_000;
@@ -72,6 +134,15 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(
     (s) => s.isFile(),
+    () => false,
+  );
+}
+
+/** Refreshes a file's modification time (see sweep.ts); false when it does not exist. */
+async function touch(path: string): Promise<boolean> {
+  const now = new Date();
+  return utimes(path, now, now).then(
+    () => true,
     () => false,
   );
 }
@@ -121,10 +192,28 @@ export async function handleUpload(
   const token = options.uploadToken ?? process.env.SANDGLASS_UPLOAD_TOKEN;
   if (token && !tokenOk(req, token, reply)) return true;
   const name = safeDecode((chunk ?? snapshot)?.[1] ?? "");
+  const limiter = limiterFor(options);
+  const who = publisherOf(req);
+  // A chunk the repository already has costs nothing, so its re-send is never refused.
+  const known = chunk !== null && isChunkRef(name) && (await exists(join(repoRoot, chunkPath(name))));
+  if (limiter && !isMissing && !known) {
+    // Checked against the declared size before reading, so an over-cap body is not stored first.
+    const wait = limiter.retryAfter(who, Number(req.headers["content-length"] ?? "0"));
+    if (wait !== null) {
+      const cap = limiter.bytesPerHour >= 1048576 ? `${Math.round(limiter.bytesPerHour / 1048576)} MiB` : `${Math.round(limiter.bytesPerHour / 1024)} KiB`;
+      reply(
+        429,
+        { error: `This publisher has uploaded its ${cap} for this hour; try again in ${Math.ceil(wait / 60)} min`, retryAfterSeconds: wait },
+        { "Retry-After": String(wait) },
+      );
+      return true;
+    }
+  }
+  const stored = (bytes: number) => limiter?.charge(who, bytes);
   try {
     if (isMissing) await missing(req, repoRoot, reply);
-    else if (chunk) await putChunk(req, repoRoot, name, reply);
-    else await putSnapshot(req, repoRoot, name, reply);
+    else if (chunk) await putChunk(req, repoRoot, name, reply, stored);
+    else await putSnapshot(req, repoRoot, name, reply, stored);
   } catch (err) {
     if (err instanceof TooLarge) reply(413, { error: "The upload is larger than this server accepts" }, { Connection: "close" });
     else throw err;
@@ -155,11 +244,11 @@ async function missing(req: IncomingMessage, root: string, reply: Reply): Promis
     return;
   }
   const absent: string[] = [];
-  for (const ref of new Set(refs)) if (!(await exists(join(root, chunkPath(ref))))) absent.push(ref);
+  for (const ref of new Set(refs)) if (!(await touch(join(root, chunkPath(ref))))) absent.push(ref);
   reply(200, { missing: absent });
 }
 
-async function putChunk(req: IncomingMessage, root: string, ref: string, reply: Reply): Promise<void> {
+async function putChunk(req: IncomingMessage, root: string, ref: string, reply: Reply, stored: (bytes: number) => void): Promise<void> {
   if (!isChunkRef(ref)) {
     reply(400, { error: "A chunk is named by the SHA-256 of its content (64 hex digits, .gz if compressed)" });
     return;
@@ -178,15 +267,16 @@ async function putChunk(req: IncomingMessage, root: string, ref: string, reply: 
     return;
   }
   const path = join(root, chunkPath(ref));
-  if (await exists(path)) {
+  if (await touch(path)) {
     reply(200, { stored: false, ref });
     return;
   }
   await writeAtomic(path, body);
+  stored(body.length);
   reply(201, { stored: true, ref });
 }
 
-async function putSnapshot(req: IncomingMessage, root: string, id: string, reply: Reply): Promise<void> {
+async function putSnapshot(req: IncomingMessage, root: string, id: string, reply: Reply, stored: (bytes: number) => void): Promise<void> {
   if (!isValidSnapshotId(id)) {
     reply(400, { error: "A snapshot id is 26 letters a-z and digits 2-7" });
     return;
@@ -220,7 +310,7 @@ async function putSnapshot(req: IncomingMessage, root: string, id: string, reply
     return;
   }
   const absent: string[] = [];
-  for (const ref of referencedChunks(manifest)) if (!(await exists(join(root, chunkPath(ref))))) absent.push(ref);
+  for (const ref of referencedChunks(manifest)) if (!(await touch(join(root, chunkPath(ref))))) absent.push(ref);
   if (absent.length > 0) {
     reply(409, { error: `${absent.length} chunks this snapshot needs are not in the repository; upload them first`, missing: absent.slice(0, 20) });
     return;
@@ -231,5 +321,6 @@ async function putSnapshot(req: IncomingMessage, root: string, id: string, reply
     return;
   }
   await writeAtomic(path, text);
+  stored(Buffer.byteLength(text));
   reply(201, { stored: true, id });
 }

@@ -177,3 +177,24 @@ describe("upload token and switch", () => {
     }
   });
 });
+
+describe("a per-publisher cap", () => {
+  it("stores up to the cap in an hour, then answers 429 with when to retry; re-sends and checks are free", async () => {
+    const capped = await startServer({ repoRoot: repoDir, uploadToken: "", uploadBytesPerHour: 3 * 65536 });
+    try {
+      const chunks = [5, 6, 7, 8].map((v) => new Uint8Array(65536).fill(v));
+      for (const c of chunks.slice(0, 3)) expect((await put(capped, `repo/chunks/${sha(c)}`, c)).status).toBe(201);
+      // Already stored: costs nothing, still answered.
+      expect((await put(capped, `repo/chunks/${sha(chunks[0]!)}`, chunks[0]!)).status).toBe(200);
+      const over = await fetch(new URL(`repo/chunks/${sha(chunks[3]!)}`, capped.url), { method: "PUT", body: chunks[3]! });
+      expect(over.status).toBe(429);
+      expect(Number(over.headers.get("retry-after"))).toBeGreaterThan(3000);
+      expect(((await over.json()) as { error: string }).error).toMatch(/uploaded its 192 KiB for this hour; try again in \d+ min/);
+      expect(await exists(join(repoDir, "chunks", sha(chunks[3]!)))).toBe(false);
+      const check = await fetch(new URL("repo/api/missing", capped.url), { method: "POST", body: JSON.stringify({ refs: [sha(chunks[3]!)] }) });
+      expect(check.status).toBe(200);
+    } finally {
+      await capped.close();
+    }
+  });
+});

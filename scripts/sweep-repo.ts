@@ -1,0 +1,31 @@
+/**
+ * `npm run repo:sweep -- [--repo build/repo] [--delete] [--grace-minutes 60]`: lists (or with
+ * --delete, removes) chunks no manifest references. A dry run unless --delete.
+ */
+import { parseArgs } from "node:util";
+import { DEFAULT_GRACE_MS, SweepError, sweepRepository } from "../server/sweep.ts";
+
+const { values } = parseArgs({
+  options: {
+    repo: { type: "string", default: "build/repo" },
+    delete: { type: "boolean", default: false },
+    "grace-minutes": { type: "string", default: String(DEFAULT_GRACE_MS / 60000) },
+  },
+});
+const graceMinutes = Number(values["grace-minutes"]);
+if (!Number.isFinite(graceMinutes) || graceMinutes < 0) {
+  console.error("sweep: --grace-minutes must be a number ≥ 0");
+  process.exit(2);
+}
+try {
+  const r = await sweepRepository({ repoRoot: values.repo, delete: values.delete, graceMs: graceMinutes * 60000 });
+  const mib = (r.bytes / 1048576).toFixed(1);
+  for (const o of r.orphans) console.log(`${r.deleted ? "deleted" : "would delete"} ${o.file} (${o.bytes} bytes)`);
+  console.log(
+    `${r.manifests} manifests reference ${r.referenced} chunks; ${r.orphans.length} unreferenced files (${mib} MiB) ` +
+      `${r.deleted ? "deleted" : "would be deleted (dry run: add --delete)"}; ${r.recent} unreferenced but touched in the last ${graceMinutes} min kept`,
+  );
+} catch (err) {
+  console.error(`sweep: ${err instanceof SweepError ? err.message : String(err)}`);
+  process.exit(1);
+}
