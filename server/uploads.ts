@@ -204,7 +204,8 @@ export async function handleUpload(
       reply(
         429,
         { error: `This publisher has uploaded its ${cap} for this hour; try again in ${Math.ceil(wait / 60)} min`, retryAfterSeconds: wait },
-        { "Retry-After": String(wait) },
+        // The body was not read: close, as for 413, so a slow client is not left sending.
+        { "Retry-After": String(wait), Connection: "close" },
       );
       return true;
     }
