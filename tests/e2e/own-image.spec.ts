@@ -207,6 +207,8 @@ test("files that are not disk images, and an import cancelled halfway, leave not
   test.setTimeout(10 * 60_000);
   await page.goto(smallImage(repo));
   await waitForShell(page);
+  // The boot's own writes may still be going into storage: count once they are in.
+  await waitForSaved(page);
   const before = await storageCounts(page);
   const iso = await readFile(LIVE_CD);
   const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(4096, 7)]);
