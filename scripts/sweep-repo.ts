@@ -3,7 +3,8 @@
  * --delete, removes) chunks no manifest references. A dry run unless --delete.
  */
 import { parseArgs } from "node:util";
-import { DEFAULT_GRACE_MS, SweepError, sweepRepository } from "../server/sweep.ts";
+import { DEFAULT_GRACE_MS, sweepRepository } from "../server/sweep.ts";
+import { describe, formatBytes } from "../src/app/format.ts";
 
 const { values } = parseArgs({
   options: {
@@ -19,13 +20,12 @@ if (!Number.isFinite(graceMinutes) || graceMinutes < 0) {
 }
 try {
   const r = await sweepRepository({ repoRoot: values.repo, delete: values.delete, graceMs: graceMinutes * 60000 });
-  const mib = (r.bytes / 1048576).toFixed(1);
   for (const o of r.orphans) console.log(`${r.deleted ? "deleted" : "would delete"} ${o.file} (${o.bytes} bytes)`);
   console.log(
-    `${r.manifests} manifests reference ${r.referenced} chunks; ${r.orphans.length} unreferenced files (${mib} MiB) ` +
+    `${r.manifests} manifests reference ${r.referenced} chunks; ${r.orphans.length} unreferenced files (${formatBytes(r.bytes)}) ` +
       `${r.deleted ? "deleted" : "would be deleted (dry run: add --delete)"}; ${r.recent} unreferenced but touched in the last ${graceMinutes} min kept`,
   );
 } catch (err) {
-  console.error(`sweep: ${err instanceof SweepError ? err.message : String(err)}`);
+  console.error(`sweep: ${describe(err)}`);
   process.exit(1);
 }

@@ -10,6 +10,7 @@
  */
 import { readFile, readdir, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { describe } from "../src/app/format.ts";
 import { isChunkRef, parseManifest, referencedChunks } from "../src/engine/repo-format.ts";
 
 export interface SweepOptions {
@@ -57,7 +58,7 @@ export async function sweepRepository(options: SweepOptions): Promise<SweepRepor
       try {
         refs = referencedChunks(parseManifest(JSON.parse(await readFile(path, "utf8"))));
       } catch (err) {
-        throw new SweepError(`${dir}/${name} cannot be read (${err instanceof Error ? err.message : String(err)}); nothing was deleted, since the chunks it needs would look unused`);
+        throw new SweepError(`${dir}/${name} cannot be read (${describe(err)}); nothing was deleted, since the chunks it needs would look unused`);
       }
       manifests++;
       for (const ref of refs) referenced.add(ref);

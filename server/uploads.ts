@@ -32,6 +32,7 @@ import {
   parseManifest,
   referencedChunks,
 } from "../src/engine/repo-format.ts";
+import { formatBytes } from "../src/app/format.ts";
 
 export interface UploadOptions {
   /** false: every write answers 403. */
@@ -195,15 +196,13 @@ export async function handleUpload(
   const limiter = limiterFor(options);
   const who = publisherOf(req);
   // A chunk the repository already has costs nothing, so its re-send is never refused.
-  const known = chunk !== null && isChunkRef(name) && (await exists(join(repoRoot, chunkPath(name))));
-  if (limiter && !isMissing && !known) {
+  if (limiter && !isMissing && !(chunk && isChunkRef(name) && (await exists(join(repoRoot, chunkPath(name)))))) {
     // Checked against the declared size before reading, so an over-cap body is not stored first.
     const wait = limiter.retryAfter(who, Number(req.headers["content-length"] ?? "0"));
     if (wait !== null) {
-      const cap = limiter.bytesPerHour >= 1048576 ? `${Math.round(limiter.bytesPerHour / 1048576)} MiB` : `${Math.round(limiter.bytesPerHour / 1024)} KiB`;
       reply(
         429,
-        { error: `This publisher has uploaded its ${cap} for this hour; try again in ${Math.ceil(wait / 60)} min`, retryAfterSeconds: wait },
+        { error: `This publisher has uploaded its ${formatBytes(limiter.bytesPerHour)} for this hour; try again in ${Math.ceil(wait / 60)} min`, retryAfterSeconds: wait },
         // The body was not read: close, as for 413, so a slow client is not left sending.
         { "Retry-After": String(wait), Connection: "close" },
       );

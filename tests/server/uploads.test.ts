@@ -189,7 +189,7 @@ describe("a per-publisher cap", () => {
       const over = await fetch(new URL(`repo/chunks/${sha(chunks[3]!)}`, capped.url), { method: "PUT", body: chunks[3]! });
       expect(over.status).toBe(429);
       expect(Number(over.headers.get("retry-after"))).toBeGreaterThan(3000);
-      expect(((await over.json()) as { error: string }).error).toMatch(/uploaded its 192 KiB for this hour; try again in \d+ min/);
+      expect(((await over.json()) as { error: string }).error).toMatch(/uploaded its 192\.0 KiB for this hour; try again in \d+ min/);
       expect(await exists(join(repoDir, "chunks", sha(chunks[3]!)))).toBe(false);
       const check = await fetch(new URL("repo/api/missing", capped.url), { method: "POST", body: JSON.stringify({ refs: [sha(chunks[3]!)] }) });
       expect(check.status).toBe(200);
