@@ -119,19 +119,32 @@ export async function checkpoint(page: Page): Promise<string> {
   return id;
 }
 
-/** Scrolls the timeline strip from its start, as a person would, until the point is shown; clicks it. */
+/** Resolves after the page has drawn twice: scroll events fired and the strip's cards re-rendered. */
+const settled = (page: Page) =>
+  page.evaluate(() => new Promise<void>((ok) => requestAnimationFrame(() => requestAnimationFrame(() => ok()))));
+
+/**
+ * Scrolls the timeline strip from its start, as a person would, until the point is shown; clicks it.
+ * Only the cards in view are in the DOM, so a card found can be re-rendered away before the click
+ * lands (a scroll not drawn yet, a refresh): every action has a short timeout and the search goes on.
+ */
 export async function clickPoint(page: Page, selector: string): Promise<void> {
   const strip = page.getByTestId("strip");
   await strip.evaluate((el) => (el.scrollLeft = 0));
-  for (let i = 0; i < 200; i++) {
-    const target = strip.locator(selector);
+  await settled(page);
+  for (let i = 0; i < 400; i++) {
+    const target = strip.locator(selector).first();
     if ((await target.count()) > 0) {
-      await target.first().scrollIntoViewIfNeeded();
-      await target.first().click();
-      return;
+      try {
+        await target.click({ timeout: 5_000 });
+        return;
+      } catch {
+        // Drawn away meanwhile: look again from where the strip is now.
+      }
+    } else {
+      await strip.evaluate((el) => (el.scrollLeft += el.clientWidth / 2));
     }
-    await strip.evaluate((el) => (el.scrollLeft += el.clientWidth / 2));
-    await page.waitForTimeout(50);
+    await settled(page);
   }
   throw new Error(`no timeline point matches ${selector}`);
 }
