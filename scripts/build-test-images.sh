@@ -3,22 +3,25 @@
 # downloads of images): in build/test-images/
 #   live.iso     an ISO 9660 CD booted by isolinux: the guest kernel with a busybox initramfs, a
 #                root shell on the serial port that first prints "sandglass-live-cd"
-#   floppy.img   a 1.44 MB FAT floppy booted by syslinux, whose menu says "sandglass-floppy" on
-#                the screen and the serial port
-# The CD is the same bytes for the same inputs (the floppy is not: syslinux stamps its files with
-# the time); both are skipped while the inputs are unchanged.
+#   floppy.img   a 1.44 MB FAT floppy booted by syslinux into boot-count.bs (test-images/
+#                boot-count.asm, assembled with nasm), which counts its boots in a sector of the
+#                floppy: each boot reads it, adds one, writes it back through the BIOS and prints
+#                "floppy-boot-count=N" on the screen and the serial port; a key reboots
+# Both are the same bytes for the same inputs (fixed times, serial numbers and labels), and are
+# skipped while the inputs are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE_TOOL=build-test-images
 source scripts/image-lib.sh
 check_image_tools
 need xorriso xorriso
+need nasm nasm
 [[ -f /usr/lib/ISOLINUX/isolinux.bin ]] || die "missing isolinux.bin (Debian package isolinux); run: sudo bash scripts/system-deps.sh image"
 
 OUT=build/test-images
 DEBS=build/debs
 WORK=build/test-images-work
-INPUTS="$(cat "$0" scripts/image-lib.sh | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") busybox-static=$(version busybox-static:i386) isolinux=$(dpkg-query -W -f='${Version}' isolinux) syslinux=$(dpkg-query -W -f='${Version}' syslinux)"
+INPUTS="$(cat "$0" scripts/image-lib.sh scripts/test-images/boot-count.asm | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") busybox-static=$(version busybox-static:i386) isolinux=$(dpkg-query -W -f='${Version}' isolinux) syslinux=$(dpkg-query -W -f='${Version}' syslinux) mtools=$(dpkg-query -W -f='${Version}' mtools) nasm=$(dpkg-query -W -f='${Version}' nasm)"
 if [[ -f $OUT/live.iso && -f $OUT/floppy.img && -f $OUT/.stamp && $(cat "$OUT/.stamp") == "$INPUTS" ]]; then
   say "test images up to date ($OUT)"
   exit 0
@@ -66,17 +69,20 @@ xorriso -as mkisofs -quiet -o "$OUT/live.iso" -V SANDGLASS_LIVE -r -J \
   -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table \
   --modification-date="$(date -u -d "@$EPOCH" +%Y%m%d%H%M%S00)" "$WORK/iso" 2>/dev/null
 
-say "floppy: syslinux on FAT12"
-mkfs.vfat -C -n SGFLOPPY -i 53474c46 "$WORK/floppy.img" 1440 >/dev/null
+say "floppy: syslinux on FAT12, booting a program that counts its boots on the floppy"
+# Sector 1 (after the boot sector) is reserved, outside the file system: the boot counter.
+mkfs.vfat -C -R 2 -i 53474c46 "$WORK/floppy.img" 1440 >/dev/null
+# mtools (mlabel, and syslinux's installer through it) dates what it writes SOURCE_DATE_EPOCH
+# (image-lib.sh); mkfs.vfat does not, so the volume label is mlabel's.
+export MTOOLS_SKIP_CHECK=1
+mlabel -N 53474c46 -i "$WORK/floppy.img" ::SGFLOPPY
 syslinux --install "$WORK/floppy.img"
-# syslinux's menu: its title is the marker, on the screen and the serial port (SAY and DISPLAY
-# print nothing on the serial port in v86).
-printf 'SERIAL 0 115200\nUI menu.c32\nMENU TITLE sandglass-floppy: booted from the floppy\nLABEL stay\n  MENU LABEL (nothing to boot: this floppy only shows its menu)\n  KERNEL none\n' > "$WORK/syslinux.cfg"
-MODULES=/usr/lib/syslinux/modules/bios
-cp "$MODULES/menu.c32" "$MODULES/libutil.c32" "$MODULES/libcom32.c32" "$WORK/"
-touch -d "@$EPOCH" "$WORK"/*.c32 "$WORK/syslinux.cfg"
-MTOOLS_SKIP_CHECK=1 mcopy -m -i "$WORK/floppy.img" "$WORK/syslinux.cfg" "$WORK/menu.c32" "$WORK/libutil.c32" "$WORK/libcom32.c32" ::
+nasm -f bin -o "$WORK/count.bs" scripts/test-images/boot-count.asm
+# No menu: syslinux boots the boot-sector image (.bs) at once, with DL = the floppy.
+printf 'SERIAL 0 115200\nDEFAULT count\nPROMPT 0\nTIMEOUT 0\nLABEL count\n  KERNEL count.bs\n' > "$WORK/syslinux.cfg"
+touch -d "@$EPOCH" "$WORK/count.bs" "$WORK/syslinux.cfg"
+mcopy -m -i "$WORK/floppy.img" "$WORK/syslinux.cfg" "$WORK/count.bs" ::
 mv "$WORK/floppy.img" "$OUT/floppy.img"
 rm -rf "$WORK"
 echo "$INPUTS" > "$OUT/.stamp"
-say "built $OUT/live.iso ($(stat -c %s "$OUT/live.iso") bytes) and $OUT/floppy.img"
+say "built $OUT/live.iso ($(stat -c %s "$OUT/live.iso") bytes, sha256 $(sha256sum "$OUT/live.iso" | cut -c1-12)) and $OUT/floppy.img (sha256 $(sha256sum "$OUT/floppy.img" | cut -c1-12))"

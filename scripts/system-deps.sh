@@ -18,6 +18,8 @@ if [[ $want == image || $want == all ]]; then
   # The test images a person might bring (build-test-images.sh): a CD needs isolinux and xorriso.
   command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
   [[ -f /usr/lib/ISOLINUX/isolinux.bin ]] || missing+=(isolinux)
+  # The test floppy's boot counter (scripts/test-images/boot-count.asm) is assembled with nasm.
+  command -v nasm >/dev/null 2>&1 || missing+=(nasm)
 fi
 if [[ $want == browser || $want == all ]]; then
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
