@@ -1,16 +1,19 @@
 /**
- * The repository server: the built app at `/` and an image repository folder at `/repo/`
- * (format: src/engine/repo-format.ts). Plain static files with the headers that make them cheap:
- * chunks are immutable (named by content hash), manifests revalidate by ETag, raw images answer
- * HTTP range requests. Snapshot uploads are verified in uploads.ts. The same handler runs inside
- * Vite's dev server.
+ * The repository server: the built app at `/` and an image repository at `/repo/` (format:
+ * src/engine/repo-format.ts), kept in a local folder or an S3-compatible bucket (store.ts). Plain
+ * static files with the headers that make them cheap: chunks are immutable (named by content hash),
+ * manifests revalidate by ETag, raw images answer HTTP range requests. Snapshot uploads are
+ * verified in uploads.ts. The same handler runs inside Vite's dev server. With the S3 store the
+ * server keeps no state of its own, so any number of copies can serve one bucket.
  */
 import { createReadStream, type Stats } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Readable } from "node:stream";
 import { extname, join, resolve, sep } from "node:path";
 import { attachRelay, sendRelayConfig } from "./relay.ts";
+import { LocalStore, StoreError, contentTypeOf, parseRange, repoCacheControl, type ReadResult, type RepoStore } from "./store.ts";
 import { handleUpload, type UploadOptions } from "./uploads.ts";
 
 export interface RequestRecord {
@@ -22,8 +25,12 @@ export interface RequestRecord {
 }
 
 export interface RepoServerOptions extends UploadOptions {
-  /** The repository folder served at /repo/. */
-  repoRoot: string;
+  /** The repository folder served at /repo/ (when no `store` is given). */
+  repoRoot?: string;
+  /** Where the repository lives (store.ts); default: the folder `repoRoot`. */
+  store?: RepoStore;
+  /** Origin allowed to publish and read from another origin (CORS), e.g. https://sandglass.example; "*" for any. */
+  corsOrigin?: string;
   /** The built app (Vite's dist/), served at /; omitted inside Vite's dev server. */
   appRoot?: string;
   onRequest?: (record: RequestRecord) => void;
@@ -36,23 +43,6 @@ export type Handler = (req: IncomingMessage, res: ServerResponse, next?: Next) =
 
 const REPO_PREFIX = "/repo/";
 
-const TYPES: Record<string, string> = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".mjs": "text/javascript; charset=utf-8",
-  ".css": "text/css; charset=utf-8",
-  ".json": "application/json; charset=utf-8",
-  ".svg": "image/svg+xml",
-  ".png": "image/png",
-  ".ico": "image/x-icon",
-  ".wasm": "application/wasm",
-  ".map": "application/json; charset=utf-8",
-  // Compressed chunks are opaque files the client gunzips itself (their hash is of the
-  // uncompressed bytes), so they are never sent with Content-Encoding.
-  ".gz": "application/gzip",
-  ".bin": "application/octet-stream",
-  ".img": "application/octet-stream",
-};
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body) + "\n";
@@ -101,41 +91,34 @@ function etagOf(s: Stats): string {
   return `"${s.size.toString(16)}-${Math.floor(s.mtimeMs).toString(16)}"`;
 }
 
-/** Parses a single `bytes=` range; null for none/unsupported, "invalid" when unsatisfiable. */
-function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | "invalid" {
-  if (!header) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!m) return null; // multi-range or other units: answer with the whole file, as allowed
-  const [, a, b] = m;
-  let start: number;
-  let end: number;
-  if (a === "" && b === "") return "invalid";
-  if (a === "") {
-    start = Math.max(0, size - Number(b));
-    end = size - 1;
-  } else {
-    start = Number(a);
-    end = b === "" ? size - 1 : Math.min(Number(b), size - 1);
+/** Sends a file of the app folder (see sendRead). */
+async function sendFile(req: IncomingMessage, res: ServerResponse, path: string, s: Stats, cacheControl: string): Promise<void> {
+  const file = { size: s.size, modified: s.mtime, etag: etagOf(s) };
+  let result: ReadResult;
+  if (req.headers["if-none-match"] === file.etag) result = { file, notModified: true };
+  else {
+    const range = parseRange(req.headers.range, s.size);
+    const wants = range !== "invalid" && req.method !== "HEAD" && s.size > 0;
+    result = { file, range, ...(wants ? { body: createReadStream(path, range ? range : {}) } : {}) };
   }
-  if (start > end || start >= size) return "invalid";
-  return { start, end };
+  await sendRead(req, res, path, result, cacheControl);
 }
 
-/** Sends one file with caching headers, conditional GET and range support. */
-async function sendFile(
+/** Sends one file as a store read it (store.ts), with caching headers, conditional GET and ranges. */
+async function sendRead(
   req: IncomingMessage,
   res: ServerResponse,
   path: string,
-  s: Stats,
+  result: ReadResult,
   cacheControl: string,
   gzipChunk = false,
 ): Promise<void> {
-  const etag = etagOf(s);
+  const { file } = result;
   const headers: Record<string, string | number> = {
-    "Content-Type": TYPES[extname(path)] ?? "application/octet-stream",
+    "Content-Type": contentTypeOf(path),
     "Cache-Control": cacheControl,
-    ETag: etag,
-    "Last-Modified": s.mtime.toUTCString(),
+    ETag: file.etag,
+    ...(file.modified.getTime() > 0 ? { "Last-Modified": file.modified.toUTCString() } : {}),
     "Accept-Ranges": "bytes",
   };
   // A gzip'd chunk goes out as gzip-encoded content when the client takes that: a browser then
@@ -144,42 +127,44 @@ async function sendFile(
     headers["Content-Type"] = "application/octet-stream";
     headers["Content-Encoding"] = "gzip";
   }
-  if (gzipChunk) headers.Vary = "Accept-Encoding";
-  if (req.headers["if-none-match"] === etag) {
+  if (gzipChunk) headers.Vary = res.hasHeader("Vary") ? `${String(res.getHeader("Vary"))}, Accept-Encoding` : "Accept-Encoding";
+  if (result.notModified) {
     res.writeHead(304, headers);
     res.end();
     return;
   }
-  const range = parseRange(req.headers.range, s.size);
+  const { range, body } = result;
   if (range === "invalid") {
-    sendError(res, 416, `Range not satisfiable for a file of ${s.size} bytes`, { "Content-Range": `bytes */${s.size}` });
+    sendError(res, 416, `Range not satisfiable for a file of ${file.size} bytes`, { "Content-Range": `bytes */${file.size}` });
     return;
   }
   const start = range ? range.start : 0;
-  const end = range ? range.end : s.size - 1;
-  headers["Content-Length"] = s.size === 0 ? 0 : end - start + 1;
-  if (range) headers["Content-Range"] = `bytes ${start}-${end}/${s.size}`;
+  const end = range ? range.end : file.size - 1;
+  headers["Content-Length"] = file.size === 0 ? 0 : end - start + 1;
+  if (range) headers["Content-Range"] = `bytes ${start}-${end}/${file.size}`;
   res.writeHead(range ? 206 : 200, headers);
-  if (req.method === "HEAD" || s.size === 0) {
+  if (req.method === "HEAD" || file.size === 0 || !body) {
+    body?.destroy();
     res.end();
     return;
   }
-  await new Promise<void>((done) => {
-    const stream = createReadStream(path, { start, end });
-    stream.on("error", () => {
+  await pipeBody(body, res);
+}
+
+/** Streams a body to the response; a broken source cuts the response (the client sees it short). */
+function pipeBody(body: Readable, res: ServerResponse): Promise<void> {
+  return new Promise<void>((done) => {
+    body.on("error", () => {
       res.destroy();
       done();
     });
-    stream.on("end", done);
-    stream.pipe(res);
+    body.on("end", done);
+    res.on("close", () => {
+      body.destroy();
+      done();
+    });
+    body.pipe(res);
   });
-}
-
-function repoCacheControl(relPath: string): string {
-  // Chunks are named by their content: they can never change.
-  if (relPath.startsWith("chunks/")) return "public, max-age=31536000, immutable";
-  // Manifests and BIOS files may be re-imported: always revalidate (cheap with ETags).
-  return "no-cache";
 }
 
 /** Counts the bytes a response sends so tests and benchmarks can see network use. */
@@ -209,7 +194,7 @@ function record(req: IncomingMessage, res: ServerResponse, onRequest: RepoServer
  * `next` (inside Vite).
  */
 export function createRepoHandler(options: RepoServerOptions): Handler {
-  const repoRoot = resolve(options.repoRoot);
+  const store = options.store ?? new LocalStore(options.repoRoot ?? "build/repo");
   const appRoot = options.appRoot ? resolve(options.appRoot) : null;
 
   async function handle(req: IncomingMessage, res: ServerResponse, next?: Next): Promise<void> {
@@ -221,28 +206,47 @@ export function createRepoHandler(options: RepoServerOptions): Handler {
       return;
     }
     record(req, res, options.onRequest);
+    if (isRepo && options.corsOrigin) {
+      // The app on another origin reads and publishes here (README: serving from a bucket or CDN).
+      res.setHeader("Access-Control-Allow-Origin", options.corsOrigin);
+      res.setHeader("Access-Control-Expose-Headers", "ETag, Content-Length, Content-Range, Retry-After");
+      if (options.corsOrigin !== "*") res.setHeader("Vary", "Origin");
+      if (req.method === "OPTIONS") {
+        res.writeHead(204, {
+          "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST",
+          "Access-Control-Allow-Headers": "Authorization, Content-Type, Range, If-None-Match",
+          "Access-Control-Max-Age": "86400",
+        });
+        res.end();
+        return;
+      }
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       const reply = (status: number, body: Record<string, unknown>, headers: Record<string, string> = {}) =>
         sendJson(res, status, { ...body, ...(status >= 400 ? { status } : {}) }, headers);
-      if (isRepo && (await handleUpload(req, repoRoot, path.slice(REPO_PREFIX.length), options, reply))) return;
+      if (isRepo && (await handleUpload(req, store, path.slice(REPO_PREFIX.length), options, reply))) return;
       sendError(res, 405, `${req.method ?? "?"} is not allowed here`, { Allow: "GET, HEAD" });
       return;
     }
     if (isRepo) {
       const rel = path.slice(REPO_PREFIX.length);
-      const file = safeJoin(repoRoot, rel);
+      // The same checks as a folder path (no "..", no hidden names such as S3 leases), then the
+      // store is given the decoded repository-relative path.
+      const file = safeJoin("/repo", rel);
       if (!file) {
         sendError(res, 400, "That path is not inside the repository");
         return;
       }
-      const s = await fileStats(file);
-      if (!s) {
+      const key = file.slice("/repo/".length);
+      const ifNoneMatch = typeof req.headers["if-none-match"] === "string" ? req.headers["if-none-match"] : undefined;
+      const result = key === "" ? null : await store.read(key, { head: req.method === "HEAD", ifNoneMatch, range: req.headers.range });
+      if (!result) {
         sendError(res, 404, `Not in the repository: ${rel}`);
         return;
       }
       // "?encoding=identity": the stored bytes as they are (a reader retrying a copy that failed).
       const encode = rel.startsWith("chunks/") && rel.endsWith(".gz") && url.searchParams.get("encoding") !== "identity";
-      await sendFile(req, res, file, s, repoCacheControl(rel), encode);
+      await sendRead(req, res, key, result, repoCacheControl(rel), encode);
       return;
     }
     if (path === "/config.json" && options.relay) {
@@ -272,7 +276,9 @@ export function createRepoHandler(options: RepoServerOptions): Handler {
 
   return (req, res, next) => {
     handle(req, res, next).catch((err: unknown) => {
-      if (!res.headersSent) sendError(res, 500, `Server error: ${String(err)}`);
+      // The storage failing is not this request's fault: 503 says to try again.
+      if (!res.headersSent && err instanceof StoreError) sendError(res, 503, err.message, { "Retry-After": "5" });
+      else if (!res.headersSent) sendError(res, 500, `Server error: ${String(err)}`);
       else res.destroy();
     });
   };

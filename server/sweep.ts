@@ -1,20 +1,24 @@
 /**
  * Deleting what no manifest needs: chunks in the repository that no image or snapshot manifest
- * references, and upload temporaries left by a server that died mid-write.
+ * references, and upload temporaries left by a server that died mid-write (a local folder's; an
+ * S3 PUT leaves none). Works on either store (store.ts).
  *
  * Safe against publishes in progress: a publish asks `api/missing`, uploads, then puts its
- * manifest, so for a while its chunks are referenced by nothing. The write side refreshes the
- * modification time of every chunk it reports present or is sent again (uploads.ts), and a new
- * chunk is new, so a chunk touched within the grace period (an hour by default) is never swept.
+ * manifest, so for a while its chunks are referenced by nothing. The write side holds every chunk
+ * it reports present or is sent again (uploads.ts: a refreshed modification time in a folder, a
+ * lease in a bucket), and a new chunk is new, so a chunk held or written within the grace period
+ * (an hour by default) is never swept. With a bucket, leases written while the sweep runs are read
+ * again before each batch of deletions, and leases past the grace period are deleted with --delete.
  * A manifest that cannot be read stops the sweep: its chunks would look unreferenced.
  */
-import { readFile, readdir, stat, unlink } from "node:fs/promises";
-import { join } from "node:path";
 import { describe } from "../src/app/format.ts";
 import { isChunkRef, parseManifest, referencedChunks } from "../src/engine/repo-format.ts";
+import { LocalStore, inParallel, type RepoStore } from "./store.ts";
 
 export interface SweepOptions {
-  repoRoot: string;
+  /** The repository folder (when no `store` is given). */
+  repoRoot?: string;
+  store?: RepoStore;
   /** false (the default): only report what would go. */
   delete?: boolean;
   /** Files touched more recently than this are kept (ms; default one hour). */
@@ -31,32 +35,34 @@ export interface SweepReport {
   recent: number;
   bytes: number;
   deleted: boolean;
+  /** Expired leases deleted (a bucket's; see store.ts). */
+  leasesDropped: number;
 }
 
 export class SweepError extends Error {}
 
 export const DEFAULT_GRACE_MS = 60 * 60 * 1000;
 
-async function names(dir: string): Promise<string[]> {
-  return readdir(dir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT") return [];
-    throw err;
-  });
-}
+/** Deletions between two fresh reads of the leases. */
+const BATCH = 200;
 
 export async function sweepRepository(options: SweepOptions): Promise<SweepReport> {
-  const { repoRoot } = options;
+  const store = options.store ?? new LocalStore(options.repoRoot ?? "build/repo");
   const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const now = options.now ?? Date.now();
+  // Chunks are listed before manifests are read: a chunk uploaded after the listing is not
+  // considered at all, and one listed is either referenced by a manifest read after it or judged.
+  const chunks = await store.list("chunks");
   const referenced = new Set<string>();
   let manifests = 0;
   for (const dir of ["images", "snapshots"]) {
-    for (const name of await names(join(repoRoot, dir))) {
+    for (const { name } of await store.list(dir)) {
       if (!name.endsWith(".json")) continue;
-      const path = join(repoRoot, dir, name);
       let refs: string[];
       try {
-        refs = referencedChunks(parseManifest(JSON.parse(await readFile(path, "utf8"))));
+        const text = await store.readText(`${dir}/${name}`);
+        if (text === null) throw new Error("it vanished while being read");
+        refs = referencedChunks(parseManifest(JSON.parse(text)));
       } catch (err) {
         throw new SweepError(`${dir}/${name} cannot be read (${describe(err)}); nothing was deleted, since the chunks it needs would look unused`);
       }
@@ -64,23 +70,37 @@ export async function sweepRepository(options: SweepOptions): Promise<SweepRepor
       for (const ref of refs) referenced.add(ref);
     }
   }
-  const report: SweepReport = { manifests, referenced: referenced.size, orphans: [], recent: 0, bytes: 0, deleted: false };
-  const chunkDir = join(repoRoot, "chunks");
-  for (const name of await names(chunkDir)) {
-    // Upload temporaries (uploads.ts writeAtomic) are swept by the same age rule.
+  let held = await store.heldSince(now - graceMs);
+  const report: SweepReport = { manifests, referenced: referenced.size, orphans: [], recent: 0, bytes: 0, deleted: false, leasesDropped: 0 };
+  for (const { name, size, modified } of chunks) {
+    // Upload temporaries (store.ts writeAtomic) are swept by the same age rule.
     const temporary = name.includes(".upload-");
     if (!temporary && (!isChunkRef(name) || referenced.has(name))) continue;
-    const s = await stat(join(chunkDir, name)).catch(() => null);
-    if (!s?.isFile()) continue;
-    if (now - s.mtimeMs < graceMs) {
+    if (now - modified.getTime() < graceMs || held.has(name)) {
       report.recent++;
       continue;
     }
-    report.orphans.push({ file: `chunks/${name}`, bytes: s.size });
-    report.bytes += s.size;
+    report.orphans.push({ file: `chunks/${name}`, bytes: size });
+    report.bytes += size;
   }
   if (options.delete) {
-    for (const { file } of report.orphans) await unlink(join(repoRoot, file)).catch(() => undefined);
+    const kept: { file: string; bytes: number }[] = [];
+    for (let i = 0; i < report.orphans.length; i += BATCH) {
+      // Leases written since the last read (a publish that started meanwhile) spare their chunks.
+      if (store.kind === "s3" && i > 0) held = await store.heldSince(now - graceMs);
+      const batch = report.orphans.slice(i, i + BATCH).filter((o) => {
+        const spare = held.has(o.file.slice("chunks/".length));
+        if (spare) kept.push(o);
+        return !spare;
+      });
+      await inParallel(batch, 16, (o) => store.remove(o.file));
+    }
+    if (kept.length > 0) {
+      report.orphans = report.orphans.filter((o) => !kept.includes(o));
+      report.bytes -= kept.reduce((n, o) => n + o.bytes, 0);
+      report.recent += kept.length;
+    }
+    report.leasesDropped = await store.dropLeases(now - graceMs);
     report.deleted = true;
   }
   return report;

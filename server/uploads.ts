@@ -12,13 +12,16 @@
  * With a cap (`uploadBytesPerHour`, $SANDGLASS_UPLOAD_MIB_PER_HOUR) one publisher (one client
  * address) may store at most that many new bytes in any hour; past it, writes answer 429.
  *
- * A chunk reported present, or sent again, has its modification time refreshed: sweep.ts keeps
- * recently touched chunks, so a publish between its `missing` check and its manifest is safe.
+ * A chunk reported present, or sent again, is held (store.ts: its modification time refreshed in a
+ * folder, a lease in a bucket): sweep.ts spares held chunks, so a publish between its `missing`
+ * check and its manifest is safe. Every write is a create that never overwrites (on S3 a
+ * conditional PUT), so server copies racing on one name cannot both write it.
+ *
+ * The hourly cap is kept in each server's memory: with several copies behind a load balancer, a
+ * publisher may store up to the cap through each copy (README).
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { mkdir, readFile, rename, stat, utimes, writeFile } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
-import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import {
   MAX_CHUNK_BYTES,
@@ -33,6 +36,7 @@ import {
   referencedChunks,
 } from "../src/engine/repo-format.ts";
 import { formatBytes } from "../src/app/format.ts";
+import type { RepoStore } from "./store.ts";
 
 export interface UploadOptions {
   /** false: every write answers 403. */
@@ -132,29 +136,6 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    (s) => s.isFile(),
-    () => false,
-  );
-}
-
-/** Refreshes a file's modification time (see sweep.ts); false when it does not exist. */
-async function touch(path: string): Promise<boolean> {
-  const now = new Date();
-  return utimes(path, now, now).then(
-    () => true,
-    () => false,
-  );
-}
-
-async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.upload-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
-
 function tokenOk(req: IncomingMessage, token: string, reply: Reply): boolean {
   const header = req.headers.authorization ?? "";
   const m = /^Bearer\s+(.+)$/i.exec(header);
@@ -177,7 +158,7 @@ function tokenOk(req: IncomingMessage, token: string, reply: Reply): boolean {
  */
 export async function handleUpload(
   req: IncomingMessage,
-  repoRoot: string,
+  store: RepoStore,
   rel: string,
   options: UploadOptions,
   reply: Reply,
@@ -196,7 +177,7 @@ export async function handleUpload(
   const limiter = limiterFor(options);
   const who = publisherOf(req);
   // A chunk the repository already has costs nothing, so its re-send is never refused.
-  if (limiter && !isMissing && !(chunk && isChunkRef(name) && (await exists(join(repoRoot, chunkPath(name)))))) {
+  if (limiter && !isMissing && !(chunk && isChunkRef(name) && (await store.exists(chunkPath(name))))) {
     // Checked against the declared size before reading, so an over-cap body is not stored first.
     const wait = limiter.retryAfter(who, Number(req.headers["content-length"] ?? "0"));
     if (wait !== null) {
@@ -211,9 +192,9 @@ export async function handleUpload(
   }
   const stored = (bytes: number) => limiter?.charge(who, bytes);
   try {
-    if (isMissing) await missing(req, repoRoot, reply);
-    else if (chunk) await putChunk(req, repoRoot, name, reply, stored);
-    else await putSnapshot(req, repoRoot, name, reply, stored);
+    if (isMissing) await missing(req, store, reply);
+    else if (chunk) await putChunk(req, store, name, reply, stored);
+    else await putSnapshot(req, store, name, reply, stored);
   } catch (err) {
     if (err instanceof TooLarge) reply(413, { error: "The upload is larger than this server accepts" }, { Connection: "close" });
     else throw err;
@@ -229,7 +210,7 @@ function safeDecode(text: string): string {
   }
 }
 
-async function missing(req: IncomingMessage, root: string, reply: Reply): Promise<void> {
+async function missing(req: IncomingMessage, store: RepoStore, reply: Reply): Promise<void> {
   let body: { refs?: unknown };
   try {
     body = JSON.parse((await readBody(req, MAX_MISSING_BODY)).toString("utf8")) as { refs?: unknown };
@@ -243,12 +224,10 @@ async function missing(req: IncomingMessage, root: string, reply: Reply): Promis
     reply(400, { error: `refs must be a list of at most ${MAX_MISSING_REFS} chunk refs` });
     return;
   }
-  const absent: string[] = [];
-  for (const ref of new Set(refs)) if (!(await touch(join(root, chunkPath(ref))))) absent.push(ref);
-  reply(200, { missing: absent });
+  reply(200, { missing: await store.hold([...new Set(refs)]) });
 }
 
-async function putChunk(req: IncomingMessage, root: string, ref: string, reply: Reply, stored: (bytes: number) => void): Promise<void> {
+async function putChunk(req: IncomingMessage, store: RepoStore, ref: string, reply: Reply, stored: (bytes: number) => void): Promise<void> {
   if (!isChunkRef(ref)) {
     reply(400, { error: "A chunk is named by the SHA-256 of its content (64 hex digits, .gz if compressed)" });
     return;
@@ -266,17 +245,15 @@ async function putChunk(req: IncomingMessage, root: string, ref: string, reply: 
     reply(422, { error: `The chunk does not hash to its name: expected ${chunkHash(ref).slice(0, 12)}…, got ${actual.slice(0, 12)}…` });
     return;
   }
-  const path = join(root, chunkPath(ref));
-  if (await touch(path)) {
+  if (!(await store.storeChunk(ref, body))) {
     reply(200, { stored: false, ref });
     return;
   }
-  await writeAtomic(path, body);
   stored(body.length);
   reply(201, { stored: true, ref });
 }
 
-async function putSnapshot(req: IncomingMessage, root: string, id: string, reply: Reply, stored: (bytes: number) => void): Promise<void> {
+async function putSnapshot(req: IncomingMessage, store: RepoStore, id: string, reply: Reply, stored: (bytes: number) => void): Promise<void> {
   if (!isValidSnapshotId(id)) {
     reply(400, { error: "A snapshot id is 26 letters a-z and digits 2-7" });
     return;
@@ -300,27 +277,33 @@ async function putSnapshot(req: IncomingMessage, root: string, id: string, reply
     reply(422, { error: `The manifest must describe snapshot "${id}"` });
     return;
   }
-  const path = join(root, manifestPath("snapshot", id));
+  const path = manifestPath("snapshot", id);
   const text = JSON.stringify(manifest) + "\n";
   // Stored as re-serialised from the checked manifest, so unknown fields never reach readers.
-  const existing = await readFile(path, "utf8").catch(() => null);
-  if (existing !== null) {
+  const same = async (): Promise<boolean> => {
+    const existing = await store.readText(path);
+    if (existing === null) return false;
     if (existing === text) reply(200, { stored: false, id });
     else reply(409, { error: "Snapshots are immutable: this id is taken" });
-    return;
-  }
-  const absent: string[] = [];
-  for (const ref of referencedChunks(manifest)) if (!(await touch(join(root, chunkPath(ref))))) absent.push(ref);
+    return true;
+  };
+  if (await same()) return;
+  const absent = await store.hold(referencedChunks(manifest));
   if (absent.length > 0) {
     reply(409, { error: `${absent.length} chunks this snapshot needs are not in the repository; upload them first`, missing: absent.slice(0, 20) });
     return;
   }
   // A snapshot of an image a person brought lists its whole disk: its chunks are all it needs.
-  if (!manifest.broughtImage && !(await exists(join(root, manifestPath(manifest.parent!.kind, manifest.parent!.name))))) {
+  if (!manifest.broughtImage && !(await store.exists(manifestPath(manifest.parent!.kind, manifest.parent!.name)))) {
     reply(409, { error: `The parent ${manifest.parent!.kind} "${manifest.parent!.name}" is not in this repository` });
     return;
   }
-  await writeAtomic(path, text);
+  // Another server copy may have written this id since the check above: then it is answered as a
+  // re-send (same bytes) or a conflict, and nothing is overwritten.
+  if (!(await store.create(path, text))) {
+    if (!(await same())) throw new Error(`${path} was reported present but cannot be read`);
+    return;
+  }
   stored(Buffer.byteLength(text));
   reply(201, { stored: true, id });
 }
