@@ -2,7 +2,7 @@
  * Shared Playwright fixtures: a real repository server on 127.0.0.1 serving the built app and the
  * built guest repository, with every request recorded, and helpers that drive the serial terminal.
  */
-import { test as base, expect, type Page } from "@playwright/test";
+import { test as base, expect, type Browser, type Page } from "@playwright/test";
 import { resolve } from "node:path";
 import { startServer } from "../../server/repo-server.ts";
 
@@ -172,4 +172,71 @@ export async function storageCounts(p: Page): Promise<{ chunks: number; manifest
     db.close();
     return counts;
   });
+}
+
+// ── Images a person brings (own-image.spec.ts, url-image.spec.ts) ─────────────────────────────
+
+/**
+ * "Download as file" in the open share dialog: saves the point as a `.sandglass` file in the
+ * test's output folder and returns its path.
+ */
+export async function downloadFile(page: Page, timeout = 300_000): Promise<string> {
+  const downloading = page.waitForEvent("download", { timeout });
+  await page.getByTestId("export-file").click();
+  const download = await downloading;
+  const file = test.info().outputPath(download.suggestedFilename());
+  await download.saveAs(file);
+  return file;
+}
+
+/**
+ * Opens a `.sandglass` file in another browser context (another person's browser: empty storage),
+ * as they would: the app first, then "Open file…". Runs `check` once the machine runs there, and
+ * closes the context.
+ */
+export async function openFileElsewhere(browser: Browser, repo: RepoServer, file: string, check: (page: Page) => Promise<void>): Promise<void> {
+  const other = await browser.newContext();
+  try {
+    const b = await other.newPage();
+    await b.goto(smallImage(repo));
+    await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
+    await b.getByTestId("file-input").setInputFiles(file);
+    await b.waitForURL(/#\/s\/[a-z2-7]{26}$/);
+    await expect(b.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout: 120_000 });
+    await check(b);
+  } finally {
+    await other.close();
+  }
+}
+
+/**
+ * Waits until the screen shows the test floppy (scripts/test-images/boot-count.asm) counted `n`
+ * boots (the counter it read from the floppy, plus one, written back and read back) and waits for
+ * a key. Fails naming the count the screen shows, or the guest's own error.
+ */
+export async function floppyCount(page: Page, n: number): Promise<void> {
+  const screen = page.locator(".screen .text");
+  await expect(async () => {
+    const text = await screen.innerText();
+    const error = /floppy-error: [^\n]*/.exec(text);
+    if (error) throw new Error(`the floppy guest says ${error[0]}`);
+    const shown = /floppy-boot-count=(\d+)\s+press a key to reboot/.exec(text);
+    if (!shown) throw new Error("the floppy guest does not wait for a key");
+    if (Number(shown[1]) !== n) throw new Error(`the floppy counted ${shown[1]} boots, not ${n}`);
+  }).toPass({ timeout: 120_000 });
+}
+
+/**
+ * Presses a key for the test floppy, which then resets the machine (through the keyboard
+ * controller, as a reset button would) and boots it again: on the serial terminal, or on the
+ * screen (the PS/2 keyboard).
+ */
+export async function rebootFloppy(page: Page, how: "serial" | "keyboard" = "serial"): Promise<void> {
+  if (how === "serial") {
+    await page.locator(".terminal .xterm-helper-textarea").focus();
+    await page.keyboard.type("r");
+  } else {
+    await page.locator(".screen").click();
+    await page.keyboard.press("Enter");
+  }
 }

@@ -1,18 +1,34 @@
 /**
- * Issue 12 (bring your own image), from a file: a raw hard disk, a gzip'd ISO 9660 CD and a floppy are
- * imported in the page (detected, settings, progress), boot, and get what Sandglass's own images
- * get: writes, checkpoints, rewind, reload, export to a file and import elsewhere. A file that is
- * no image, and an import cancelled halfway, leave nothing in storage.
+ * Issue 12 (bring your own image), from a file: a raw hard disk, a gzip'd ISO 9660 CD and an xz'd
+ * floppy are imported in the page (detected, settings, progress), boot, and get what Sandglass's
+ * own images get: writes, checkpoints, rewind, reload, export to a file and import elsewhere. A
+ * file that is no image, and an import cancelled halfway, leave nothing in storage.
  *
- * The images are built from Debian packages by scripts/build-test-images.sh (the CD and the
- * floppy) and scripts/build-image.sh (the hard disk: the small guest's raw disk).
+ * The images are built from Debian packages by scripts/build-test-images.sh (the CD, and the
+ * floppy that counts its boots on itself) and scripts/build-image.sh (the hard disk: the small
+ * guest's raw disk).
  */
 import { execFileSync } from "node:child_process";
 import { open, readFile, rm, writeFile } from "node:fs/promises";
 import { gzipSync } from "node:zlib";
 import { join, resolve } from "node:path";
 import type { Page } from "@playwright/test";
-import { checkpoint, clickPoint, expect, run, smallImage, storageCounts, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
+import {
+  checkpoint,
+  clickPoint,
+  downloadFile,
+  expect,
+  floppyCount,
+  openFileElsewhere,
+  rebootFloppy,
+  run,
+  smallImage,
+  storageCounts,
+  terminal,
+  test,
+  waitForSaved,
+  waitForShell,
+} from "./fixtures.ts";
 
 const RAW_DISK = resolve("build/guest/disk.img");
 const LIVE_CD = resolve("build/test-images/live.iso");
@@ -75,24 +91,11 @@ test("a hard disk image from a file boots, writes, checkpoints, rewinds, reloads
   expect(uploads()).toBe(putsBefore);
   // The file's size is said before it is written (the image's 8.4 MiB of data, the state, changes).
   await expect(page.getByTestId("export-file")).toContainText(/at most \d+(\.\d)? MiB/);
-  const downloading = page.waitForEvent("download", { timeout: 300_000 });
-  await page.getByTestId("export-file").click();
-  const download = await downloading;
-  const file = test.info().outputPath(download.suggestedFilename());
-  await download.saveAs(file);
-
-  const other = await browser.newContext();
-  try {
-    const b = await other.newPage();
-    await b.goto(smallImage(repo));
-    await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
-    await b.getByTestId("file-input").setInputFiles(file);
-    await b.waitForURL(/#\/s\/[a-z2-7]{26}$/);
+  const file = await downloadFile(page);
+  await openFileElsewhere(browser, repo, file, async (b) => {
     await waitForShell(b);
     await run(b, "cat /root/own.txt; echo there-$((4+4))", "there-8");
-  } finally {
-    await other.close();
-  }
+  });
 
   await page.getByTestId("share-upload").click();
   await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "published", { timeout: 300_000 });
@@ -109,8 +112,8 @@ test("a hard disk image from a file boots, writes, checkpoints, rewinds, reloads
   }
 });
 
-test("a gzip'd ISO boots from the CD and resumes after a reload; an xz'd floppy boots from the floppy", async ({ page, repo }) => {
-  test.setTimeout(10 * 60_000);
+test("a gzip'd ISO boots from the CD, rewinds, reloads and travels as a file; an xz'd floppy boots, writes to itself, rewinds, reloads and travels as a file", async ({ page, repo, browser }) => {
+  test.setTimeout(12 * 60_000);
   await page.goto(smallImage(repo));
   await waitForShell(page);
   // Compressed, as ISOs are often downloaded: inflated on the way in.
@@ -122,14 +125,30 @@ test("a gzip'd ISO boots from the CD and resumes after a reload; an xz'd floppy 
   await importAndOpen(page);
   await expect(terminal(page)).toContainText("sandglass-live-cd: booted from the CD", { timeout: 300_000 });
   await waitForShell(page);
-  // Only in RAM (the CD is read-only): seeing it after the reload means the machine resumed.
-  await run(page, "export LIVE=cd-$((5*5)); grep -c iso9660 /proc/filesystems >/dev/null; echo set-$((1+2))", "set-3");
-  await checkpoint(page);
+  // The CD is read-only: what the guest writes is in its memory (a shell variable, a file in the
+  // initramfs). Seeing it after the reload means the machine resumed.
+  await run(page, "export LIVE=cd-$((5*5)); echo kept > /root/cd.txt; grep -c iso9660 /proc/filesystems >/dev/null; echo set-$((1+2))", "set-3");
+  const point = await checkpoint(page);
   await page.reload();
   await waitForShell(page);
   await run(page, "echo $LIVE-$((2*4))", "cd-25-8");
+  // Rewind: the checkpoint brings back what was in memory.
+  await run(page, "export LIVE=gone; rm /root/cd.txt; echo $LIVE-$((4*4))", "gone-16");
+  await clickPoint(page, `[data-id="${point}"]`);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "cat /root/cd.txt; echo $LIVE-$((3*5))", "cd-25-15");
+  // As a file, which carries the imported CD's blocks: another browser resumes it.
+  await page.getByTestId("share-now").click();
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 120_000 });
+  const cdFile = await downloadFile(page);
+  await page.getByTestId("share-dialog").getByRole("button", { name: "Close" }).click();
+  await openFileElsewhere(browser, repo, cdFile, async (b) => {
+    await waitForShell(b);
+    await run(b, "cat /root/cd.txt; echo $LIVE-$((2*9))", "cd-25-18");
+  });
 
-  // xz, as many images are published: inflated on the way too.
+  // xz, as many images are published: inflated on the way too. The floppy counts its boots in a
+  // sector of itself: each boot reads the counter, writes it back plus one, and shows it.
   const floppyXz = test.info().outputPath("floppy.img.xz");
   await writeFile(floppyXz, execFileSync("xz", ["-c"], { input: await readFile(FLOPPY) }));
   await chooseImage(page, floppyXz);
@@ -138,13 +157,36 @@ test("a gzip'd ISO boots from the CD and resumes after a reload; an xz'd floppy 
   await page.getByTestId("import-mouse").uncheck(); // chosen on import: no mouse from the screen
   await importAndOpen(page);
   await expect(terminal(page)).toContainText("sandglass-floppy: booted from the floppy", { timeout: 300_000 });
+  await floppyCount(page, 1);
+  await expect(terminal(page)).toContainText("floppy-boot-count=1"); // on the serial port too
   const mouse = () => page.evaluate(() => Boolean((window as unknown as { sandglass: { debug: { emulator?: { mouse_adapter?: object } } } }).sandglass.debug.emulator?.mouse_adapter));
   expect(await mouse()).toBe(false);
-  await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
+  const first = await checkpoint(page);
+  // A reset (a key on the screen's keyboard) boots again: it reads what the first boot wrote.
+  await rebootFloppy(page, "keyboard");
+  await floppyCount(page, 2);
+  // Back to the checkpoint: the machine waits at 1, and the floppy holds 1 again (not 2), so its
+  // next boot counts 2 once more.
+  await clickPoint(page, `[data-id="${first}"]`);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await floppyCount(page, 1);
+  await rebootFloppy(page);
+  await floppyCount(page, 2);
   await checkpoint(page);
   await page.reload();
   await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout: 120_000 });
-  await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
+  await floppyCount(page, 2);
+  await rebootFloppy(page);
+  await floppyCount(page, 3);
+  // As a file: another browser resumes the machine at 3 and the floppy's next boot counts 4.
+  await page.getByTestId("share-now").click();
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 120_000 });
+  const floppyFile = await downloadFile(page);
+  await openFileElsewhere(browser, repo, floppyFile, async (b) => {
+    await floppyCount(b, 3);
+    await rebootFloppy(b);
+    await floppyCount(b, 4);
+  });
 });
 
 test("an install-like flow: a CD with an empty second disk; the guest formats and writes it; a rewind to before makes it empty again; settings change later", async ({ page, repo }) => {

@@ -2,17 +2,33 @@
  * Issue 12 (bring your own image), from a URL: a hard disk, a CD and a floppy hosted by a web
  * server on another loopback port (another origin: CORS applies) open with "Open URL…", are read
  * a block at a time with Range requests (never downloaded whole), boot, and get writes,
- * checkpoints, rewind, reload and export like any machine. A file that changes on the server is
+ * checkpoints, rewind, reload and export like any machine (the floppy writes to itself: it counts
+ * its boots). A file that changes on the server is
  * refused with a message while the machine's history still opens; servers without CORS or Range,
  * a missing file and a compressed file each get a message naming the cause, and nothing stored.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
-import { copyFile, readFile, writeFile } from "node:fs/promises";
+import { copyFile, readFile, stat, writeFile } from "node:fs/promises";
 import { gzipSync } from "node:zlib";
 import { join, resolve } from "node:path";
 import type { Page } from "@playwright/test";
-import { checkpoint, clickPoint, expect, run, smallImage, storageCounts, terminal, test, waitForSaved, waitForShell } from "./fixtures.ts";
+import {
+  checkpoint,
+  clickPoint,
+  downloadFile,
+  expect,
+  floppyCount,
+  openFileElsewhere,
+  rebootFloppy,
+  run,
+  smallImage,
+  storageCounts,
+  terminal,
+  test,
+  waitForSaved,
+  waitForShell,
+} from "./fixtures.ts";
 import { startImageHost, type ImageHost } from "./image-host.ts";
 
 const RAW_DISK = resolve("build/guest/disk.img");
@@ -85,30 +101,17 @@ test("a hard disk image from a URL boots read by Range, writes, rewinds, reloads
   await page.getByTestId("share-now").click();
   await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 300_000 });
   await expect(page.getByTestId("export-file")).toContainText(/at most \d+(\.\d)? MiB/);
-  const downloading = page.waitForEvent("download", { timeout: 600_000 });
-  await page.getByTestId("export-file").click();
-  const download = await downloading;
-  const file = test.info().outputPath(download.suggestedFilename());
-  await download.saveAs(file);
+  const file = await downloadFile(page, 600_000);
   console.log(`after export: ${fetched("disk.img", 256 * 2 ** 20)}`);
-
-  const other = await browser.newContext();
-  try {
-    const b = await other.newPage();
-    await b.goto(smallImage(repo));
-    await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
-    const requests = host.sent("disk.img").requests;
-    await b.getByTestId("file-input").setInputFiles(file);
-    await b.waitForURL(/#\/s\/[a-z2-7]{26}$/);
+  const requests = host.sent("disk.img").requests;
+  await openFileElsewhere(browser, repo, file, async (b) => {
     await waitForShell(b);
     await run(b, "cat /root/url.txt; echo there-$((4+4))", "there-8");
-    expect(host.sent("disk.img").requests).toBe(requests); // the file is whole: no URL needed
-  } finally {
-    await other.close();
-  }
+  });
+  expect(host.sent("disk.img").requests).toBe(requests); // the file is whole: no URL needed
 });
 
-test("a CD and a floppy boot from URLs; the CD rewinds and travels as a file; changed on the server, it is refused and its machine's history still opens", async ({ page, repo, browser }) => {
+test("a CD and a floppy boot from URLs, rewind, reload and travel as files; the floppy writes to itself; the CD changed on the server is refused and its machine's history still opens", async ({ page, repo, browser }) => {
   test.setTimeout(12 * 60_000);
   const cd = test.info().outputPath("live.iso");
   await copyFile(LIVE_CD, cd);
@@ -136,24 +139,14 @@ test("a CD and a floppy boot from URLs; the CD rewinds and travels as a file; ch
   // As a file: the CD's blocks travel in it, and another browser resumes it without the URL.
   await page.getByTestId("share-now").click();
   await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 120_000 });
-  const downloading = page.waitForEvent("download", { timeout: 300_000 });
-  await page.getByTestId("export-file").click();
-  const file = test.info().outputPath((await downloading).suggestedFilename());
-  await (await downloading).saveAs(file);
+  const file = await downloadFile(page);
+  await page.getByTestId("share-dialog").getByRole("button", { name: "Close" }).click();
   const requests = host.sent("live.iso").requests;
-  const other = await browser.newContext();
-  try {
-    const b = await other.newPage();
-    await b.goto(smallImage(repo));
-    await expect(b.getByTestId("status")).toHaveAttribute("data-status", /running|booting/, { timeout: 120_000 });
-    await b.getByTestId("file-input").setInputFiles(file);
-    await b.waitForURL(/#\/s\/[a-z2-7]{26}$/);
+  await openFileElsewhere(browser, repo, file, async (b) => {
     await waitForShell(b);
     await run(b, "echo $LIVE-$((2*9))", "url-25-18");
-    expect(host.sent("live.iso").requests).toBe(requests);
-  } finally {
-    await other.close();
-  }
+  });
+  expect(host.sent("live.iso").requests).toBe(requests);
 
   // The server now has another file under the same URL (a new volume name, a new ETag).
   const changed = Buffer.from(await readFile(LIVE_CD));
@@ -171,17 +164,50 @@ test("a CD and a floppy boot from URLs; the CD rewinds and travels as a file; ch
     );
   await expect.poll(checkpointIds).toContain(point);
 
+  // The floppy counts its boots in a sector of itself (each boot reads the counter, writes it back
+  // plus one, and shows it). Its writes stay in this browser: the server's file never changes.
   host.put("floppy.img", { path: FLOPPY });
   await openUrl(page, host.url("floppy.img"));
   await expect(page.getByTestId("import-detected")).toContainText("1.44 MB floppy image");
   await expect(page.getByTestId("import-boot")).toHaveValue("fda");
   await boot(page);
   await expect(terminal(page)).toContainText("sandglass-floppy: booted from the floppy", { timeout: 300_000 });
-  await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
+  await floppyCount(page, 1);
+  await expect(terminal(page)).toContainText("floppy-boot-count=1");
+  // A reset boots again and reads what the first boot wrote.
+  await rebootFloppy(page);
+  await floppyCount(page, 2);
+  page.once("dialog", (d) => void d.accept("counted two"));
+  await page.getByRole("button", { name: "Bookmark" }).click();
+  await expect(page.locator('[data-testid="point"][data-kind="bookmark"]')).toHaveCount(1);
+  await rebootFloppy(page);
+  await floppyCount(page, 3);
+  await rebootFloppy(page);
+  await floppyCount(page, 4);
+  // A disk-only rewind to the bookmark: the floppy holds 2 again, and the cold boot counts 3 (not 5).
+  page.once("dialog", (d) => void d.accept());
+  await clickPoint(page, '[data-testid="point"][data-kind="bookmark"]');
+  await expect(terminal(page)).toContainText("cold boot");
+  await floppyCount(page, 3);
   await checkpoint(page);
   await page.reload();
   await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout: 120_000 });
-  await expect(page.locator(".screen .text")).toContainText("sandglass-floppy");
+  await floppyCount(page, 3);
+  await rebootFloppy(page);
+  await floppyCount(page, 4);
+  // As a file, which carries the whole floppy (what was never read is fetched for it): another
+  // browser resumes at 4 without the URL, and the next boot counts 5.
+  await page.getByTestId("share-now").click();
+  await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 120_000 });
+  const floppyFile = await downloadFile(page);
+  const floppyRequests = host.sent("floppy.img").requests;
+  await openFileElsewhere(browser, repo, floppyFile, async (b) => {
+    await floppyCount(b, 4);
+    await rebootFloppy(b);
+    await floppyCount(b, 5);
+  });
+  expect(host.sent("floppy.img").requests).toBe(floppyRequests);
+  console.log(fetched("floppy.img", (await stat(FLOPPY)).size));
 });
 
 test("URLs that cannot be used say why (no CORS, no Range, missing, compressed, not an image) and store nothing", async ({ page, repo }) => {
