@@ -3,11 +3,13 @@
  * (the S3 REST API over a local folder: signatures, ListObjectsV2, Range, CopyObject, CORS) with one
  * layer added in front of it, since s3rver (3.7.1, the last release) ignores `If-None-Match: *` on
  * PutObject: a PUT carrying it is answered 412 PreconditionFailed when the key exists, checked and
- * written under a per-key lock, as AWS S3, R2 and MinIO document it. The layer is plain HTTP in
- * front of s3rver's handler; what it adds is only that precondition (tests/server/s3-store.test.ts
- * shows it refuses the second of two racing writes and that Sandglass sends the header).
+ * written under a per-key lock, as AWS S3, R2 and MinIO document it. And a PUT whose client went
+ * away before it finished leaves no object (s3rver writes in place, so it would leave a truncated
+ * one; S3 never does). The layer is plain HTTP in front of s3rver's handler and adds only those two
+ * (tests/server/s3-store.test.ts shows it refuses the second of two racing writes and that
+ * Sandglass sends the header).
  *
- *   npm run s3:dev [-- --port 4569 --dir .s3-dev --bucket sandglass]
+ *   npm run s3:dev [-- --port 4569 --dir build/s3-dev --bucket sandglass]
  *
  * starts one by hand (credentials S3RVER / S3RVER, region us-east-1, path-style), then e.g.
  *   SANDGLASS_STORE=s3://sandglass/repo SANDGLASS_S3_ENDPOINT=http://127.0.0.1:4569 \
@@ -51,6 +53,7 @@ export interface S3TestServer {
 
 interface Store {
   existsObject(bucket: string, key: string): Promise<boolean>;
+  deleteObject(bucket: string, key: string): Promise<void>;
   getResourcePath(bucket: string, key: string, resource: string): string;
 }
 
@@ -61,7 +64,9 @@ const PRECONDITION_FAILED =
   '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>If-None-Match</Condition></Error>';
 
 /** Starts the server on 127.0.0.1 (port 0: a free one) with one bucket; a fresh folder unless `dir`. */
-export async function startS3TestServer(options: { port?: number; dir?: string; bucket?: string } = {}): Promise<S3TestServer> {
+export async function startS3TestServer(
+  options: { port?: number; dir?: string; bucket?: string; onRequest?: (method: string, key: string) => void } = {},
+): Promise<S3TestServer> {
   const bucket = options.bucket ?? "sandglass";
   const own = !options.dir;
   const dir = options.dir ? resolve(options.dir) : await mkdtemp(join(tmpdir(), "sandglass-s3-"));
@@ -75,12 +80,24 @@ export async function startS3TestServer(options: { port?: number; dir?: string; 
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     // Path-style only: /<bucket>/<key>
-    const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+    const url = new URL(req.url ?? "/", "http://x");
+    const path = decodeURIComponent(url.pathname);
     const [, reqBucket = "", ...rest] = path.split("/");
     const key = rest.join("/");
     const ifNoneMatch = typeof req.headers["if-none-match"] === "string" ? req.headers["if-none-match"] : null;
     res.on("finish", () => requests.push({ method: req.method ?? "", key, ifNoneMatch, status: res.statusCode }));
-    const conditional = req.method === "PUT" && ifNoneMatch?.trim() === "*" && key !== "" && !req.headers["x-amz-copy-source"];
+    options.onRequest?.(req.method ?? "", key);
+    // A PutObject (the SDK adds ?x-id=PutObject), not a part, ACL or other sub-resource write.
+    const plain = [...url.searchParams.keys()].every((k) => k === "x-id");
+    const upload = req.method === "PUT" && key !== "" && plain && !req.headers["x-amz-copy-source"];
+    const conditional = upload && ifNoneMatch?.trim() === "*";
+    const existed = upload && (await store.existsObject(reqBucket, key));
+    if (upload) {
+      // Cut short (the client died): S3 stores nothing, so neither does this.
+      res.once("close", () => {
+        if (!res.writableFinished && !existed) void store.deleteObject(reqBucket, key).catch(() => undefined);
+      });
+    }
     if (!conditional) {
       inner(req, res);
       return;
@@ -151,7 +168,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
     options: {
       port: { type: "string", default: "4569" },
-      dir: { type: "string", default: ".s3-dev" },
+      dir: { type: "string", default: "build/s3-dev" },
       bucket: { type: "string", default: "sandglass" },
     },
   });

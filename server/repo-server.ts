@@ -290,19 +290,20 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Starts the server on 127.0.0.1 (port 0 picks a free one). */
-export async function startServer(options: RepoServerOptions & { port?: number }): Promise<RunningServer> {
+/** Starts the server on 127.0.0.1 (port 0 picks a free one); `host` to listen elsewhere (behind a load balancer). */
+export async function startServer(options: RepoServerOptions & { port?: number; host?: string }): Promise<RunningServer> {
   const handler = createRepoHandler(options);
   const server = createServer((req, res) => handler(req, res));
   server.keepAliveTimeout = 5_000;
   if (options.relay) attachRelay(server);
   await new Promise<void>((ok, fail) => {
     server.once("error", fail);
-    server.listen(options.port ?? 0, "127.0.0.1", () => ok());
+    server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => ok());
   });
   const { port } = server.address() as AddressInfo;
+  const host = options.host ?? "127.0.0.1";
   return {
-    url: `http://127.0.0.1:${port}/`,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}/`,
     port,
     close: () =>
       new Promise<void>((ok) => {

@@ -72,6 +72,7 @@ export interface RepoStore {
    */
   read(rel: string, request: { head: boolean; ifNoneMatch?: string; range?: string }): Promise<ReadResult | null>;
   readText(rel: string): Promise<string | null>;
+  readBytes(rel: string): Promise<Buffer | null>;
   exists(rel: string): Promise<boolean>;
   /** The refs among `refs` that are absent; the present ones are held (see above). */
   hold(refs: ChunkRef[]): Promise<ChunkRef[]>;
@@ -202,6 +203,10 @@ export class LocalStore implements RepoStore {
     return readFile(this.path(rel), "utf8").catch(() => null);
   }
 
+  readBytes(rel: string): Promise<Buffer | null> {
+    return readFile(this.path(rel)).catch(() => null);
+  }
+
   async exists(rel: string): Promise<boolean> {
     return (await this.fileStats(rel)) !== null;
   }
@@ -283,7 +288,7 @@ export interface S3StoreOptions {
   /** Path-style URLs (bucket in the path): MinIO and most self-hosted stores need them. */
   forcePathStyle?: boolean;
   /** Default: the SDK's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles). */
-  credentials?: { accessKeyId: string; secretAccessKey: string };
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /** Requests in flight per store (HEADs of a `missing` check run this many at once). */
   concurrency?: number;
 }
@@ -386,9 +391,13 @@ export class S3Store implements RepoStore {
   }
 
   async readText(rel: string): Promise<string | null> {
+    return (await this.readBytes(rel))?.toString("utf8") ?? null;
+  }
+
+  async readBytes(rel: string): Promise<Buffer | null> {
     try {
       const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(rel) }));
-      return await got.Body!.transformToString("utf8");
+      return Buffer.from(await got.Body!.transformToByteArray());
     } catch (err) {
       if (statusOf(err) === 404) return null;
       throw storageFailure(err, `read ${rel}`);
@@ -534,6 +543,10 @@ export function openStore(spec: string, env: NodeJS.ProcessEnv = process.env, ov
     endpoint,
     region: env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1",
     forcePathStyle: pathStyle === undefined || pathStyle === "" ? Boolean(endpoint) : pathStyle !== "0",
+    // Keys in `env` first (as the SDK's own chain would from process.env); else the SDK's chain.
+    ...(env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
+      ? { credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) } }
+      : {}),
     ...overrides,
   });
 }

@@ -1,6 +1,7 @@
 /**
- * The repository server over real HTTP on 127.0.0.1: content types, immutable caching, ETags,
- * range requests, traversal safety and JSON errors; and the import tool's output format.
+ * The repository server over real HTTP on 127.0.0.1, with the repository in a local folder and in
+ * a bucket on a loopback S3 server (backends.ts): content types, immutable caching, ETags, range
+ * requests, traversal safety and JSON errors; and the import tool's output format.
  */
 import { createHash } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
@@ -11,10 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { importImage } from "../../scripts/import-image.ts";
 import { chunkHash, parseManifest, type DiskManifest } from "../../src/engine/repo-format.ts";
 import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
+import { BACKENDS, openTestRepo, type TestRepo } from "./backends.ts";
 
 const CHUNK = 64 * 1024;
 let dir: string;
-let server: RunningServer;
+let app: string;
 let manifest: DiskManifest;
 let image: Buffer;
 const requests: RequestRecord[] = [];
@@ -28,7 +30,7 @@ beforeAll(async () => {
   image.copy(image, 3 * CHUNK, 0, CHUNK);
   image.fill(7, 5 * CHUNK);
   await writeFile(join(dir, "disk.img"), image);
-  const app = join(dir, "app");
+  app = join(dir, "app");
   await rm(app, { recursive: true, force: true });
   await import("node:fs/promises").then((fs) => fs.mkdir(join(app, "assets"), { recursive: true }));
   await writeFile(join(app, "index.html"), "<!doctype html><title>app</title>");
@@ -37,15 +39,11 @@ beforeAll(async () => {
   manifest = result.manifest;
   await writeFile(join(dir, "repo", "raw.img"), image);
   await writeFile(join(dir, "secret.txt"), "outside");
-  server = await startServer({ repoRoot: join(dir, "repo"), appRoot: app, onRequest: (r) => requests.push(r) });
 });
 
 afterAll(async () => {
-  await server.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-const get = (path: string, init?: RequestInit) => fetch(new URL(path, server.url), init);
 
 describe("import tool", () => {
   it("writes a valid manifest: zero chunks left out, repeats stored once, compression only when smaller", async () => {
@@ -80,7 +78,22 @@ describe("import tool", () => {
   });
 });
 
-describe("repository server", () => {
+describe.each(BACKENDS)("repository server (%s store)", (kind) => {
+  let repo: TestRepo;
+  let server: RunningServer;
+  const get = (path: string, init?: RequestInit) => fetch(new URL(path, server.url), init);
+
+  beforeAll(async () => {
+    repo = await openTestRepo(kind, join(dir, "repo"));
+    await repo.seed();
+    server = await startServer({ store: repo.store, appRoot: app, onRequest: (r) => requests.push(r) });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await repo?.close();
+  });
+
   it("serves manifests as JSON that revalidate by ETag", async () => {
     const res = await get("/repo/images/test.json");
     expect(res.status).toBe(200);
@@ -96,7 +109,7 @@ describe("repository server", () => {
   it("serves chunks as immutable, gzip'd ones as Content-Encoding unless asked for the stored bytes", async () => {
     const ref = manifest.chunks[0]!;
     expect(ref.endsWith(".gz")).toBe(true);
-    const stored = await readFile(join(dir, "repo", "chunks", ref));
+    const stored = (await repo.read(`chunks/${ref}`))!;
     // A client that takes gzip gets the content, inflated by its HTTP stack.
     const res = await get(`/repo/chunks/${ref}`, { headers: { "Accept-Encoding": "gzip" } });
     expect(res.status).toBe(200);
@@ -146,7 +159,7 @@ describe("repository server", () => {
   it("refuses methods other than GET and HEAD", async () => {
     const res = await get("/repo/images/test.json", { method: "DELETE" });
     expect(res.status).toBe(405);
-    expect(await readFile(join(dir, "repo", "images", "test.json"), "utf8")).toContain("sandglass-disk");
+    expect((await repo.read("images/test.json"))!.toString("utf8")).toContain("sandglass-disk");
   });
 
   it("serves the app with immutable hashed assets and index.html for unknown routes", async () => {
