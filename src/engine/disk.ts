@@ -531,6 +531,39 @@ export class Disk {
   private emptyBatch(): FlushBatch {
     return { machine: this.machine, branches: [], log: [], groups: [], data: [], markers: [] as MarkerRecord[] };
   }
+
+  /**
+   * Blocks (BLOCK_SIZE each, ascending) whose content may differ between two points, any two,
+   * across branches (the file diff, ext4/diff.ts): a block is listed when the timeline index
+   * entry visible at `a` differs from the one visible at `b` (no entry: the base image's block).
+   * The same entry is the same content; different entries may still hold equal bytes (a block
+   * written back unchanged), so this is a superset that readers confirm. Segments the two
+   * ancestries share are looked up only for groups a differing segment wrote.
+   */
+  async changedBlocks(a: Point, b: Point): Promise<number[]> {
+    await this.flush();
+    const key = (s: Segment) => `${s.branch}:${s.maxSeq}`;
+    const [sa, sb] = [ancestry(this.branches, a), ancestry(this.branches, b)];
+    const shared = new Set(sa.map(key).filter((k) => sb.some((s) => key(s) === k)));
+    const own = [sa, sb].map((list) => list.filter((s) => !shared.has(key(s))));
+    const common = sa.filter((s) => shared.has(key(s)));
+    const version = (s: Segment, group: number) => this.store.groupVersion(this.machine.id, group, s.branch, s.maxSeq);
+    const changed: number[] = [];
+    for (const group of [...this.written].sort((x, y) => x - y)) {
+      const mine = await Promise.all(own.map((list) => Promise.all(list.map((s) => version(s, group)))));
+      if (mine.every((views) => views.every((v) => !v))) continue;
+      const base = await Promise.all(common.map((s) => version(s, group)));
+      const [va, vb] = mine.map((views) => [...views, ...base]);
+      for (let block = group * GROUP_BLOCKS; block < (group + 1) * GROUP_BLOCKS; block++) {
+        const at = entryOf(block);
+        const ea = va!.find((v) => v && v[at] !== 0);
+        const eb = vb!.find((v) => v && v[at] !== 0);
+        if (ea === eb && ea === undefined) continue;
+        if (!ea || !eb || ea[at] !== eb[at] || ea[at + 1] !== eb[at + 1] || ea[at + 2] !== eb[at + 2]) changed.push(block);
+      }
+    }
+    return changed;
+  }
 }
 
 function mergeBatches(older: FlushBatch, newer: FlushBatch): FlushBatch {
