@@ -101,12 +101,12 @@ describe("the S3 store", () => {
   it("stores a snapshot id put through both copies at once once: the same bytes are a re-send, others a conflict", async () => {
     const shared = sharedChunks(0);
     const snap = syntheticSnapshot(parent, 3, shared);
-    for (const [ref, data] of snap.files) await fetch(new URL(`repo/chunks/${ref}`, copies[0]!.url), { method: "PUT", body: data });
+    for (const [ref, data] of snap.files) await fetch(new URL(`repo/chunks/${ref}`, copies[0]!.url), { method: "PUT", body: data as Uint8Array<ArrayBuffer> });
     const body = JSON.stringify(snap.manifest);
     const same = await Promise.all(copies.map((c) => fetch(new URL(`repo/snapshots/${snap.manifest.name}.json`, c.url), { method: "PUT", body })));
     expect(same.map((r) => r.status).sort()).toEqual([200, 201]);
     const other = syntheticSnapshot(parent, 3, shared);
-    for (const [ref, data] of other.files) await fetch(new URL(`repo/chunks/${ref}`, copies[0]!.url), { method: "PUT", body: data });
+    for (const [ref, data] of other.files) await fetch(new URL(`repo/chunks/${ref}`, copies[0]!.url), { method: "PUT", body: data as Uint8Array<ArrayBuffer> });
     const changed = [JSON.stringify({ ...other.manifest, description: "one" }), JSON.stringify({ ...other.manifest, description: "two" })];
     const raced = await Promise.all(copies.map((c, i) => fetch(new URL(`repo/snapshots/${other.manifest.name}.json`, c.url), { method: "PUT", body: changed[i] })));
     expect(raced.map((r) => r.status).sort()).toEqual([201, 409]);
