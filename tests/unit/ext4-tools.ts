@@ -113,3 +113,26 @@ export function pattern(length: number, seed: number): Buffer {
   }
   return b;
 }
+
+/**
+ * A partitioned disk shaped like Sandglass's guests (scripts/image-lib.sh): partition 1 FAT16 (8 MiB here), partition
+ * 2 the given ext4 image; `gpt` makes the same two partitions with a GPT.
+ */
+export function partitionedDisk(out: string, ext4Image: string, gpt = false): { ext4Offset: number } {
+  const fatSectors = 8 * 2048;
+  const extSectors = Math.ceil(readFileSync(ext4Image).byteLength / 512);
+  const extStart = 2048 + fatSectors;
+  const total = extStart + extSectors + (gpt ? 2048 : 0);
+  writeFileSync(out, "");
+  execFileSync("truncate", ["-s", String(total * 512), out]);
+  const types = gpt ? ["EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "0FC63DAF-8483-4772-8E79-3D69D8477DE4"] : ["6", "83"];
+  const script = `label: ${gpt ? "gpt" : "dos"}\nstart=2048, size=${fatSectors}, type=${types[0]}\nstart=${extStart}, size=${extSectors}, type=${types[1]}\n`;
+  execFileSync("sfdisk", ["--quiet", out], { input: script });
+  const fat = `${out}.fat`;
+  execFileSync("truncate", ["-s", String(fatSectors * 512), fat]);
+  execFileSync("mkfs.vfat", ["-F", "16", "-s", "1", fat], { stdio: "ignore" });
+  execFileSync("dd", [`if=${fat}`, `of=${out}`, "bs=512", `seek=2048`, "conv=notrunc", "status=none"]);
+  execFileSync("dd", [`if=${ext4Image}`, `of=${out}`, "bs=512", `seek=${extStart}`, "conv=notrunc", "status=none"]);
+  rmSync(fat);
+  return { ext4Offset: extStart * 512 };
+}
