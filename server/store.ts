@@ -328,6 +328,8 @@ export class S3Store implements RepoStore {
       requestHandler: {
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets: sockets }),
         httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: sockets }),
+        // Requests wait for a socket under load by design (bounded fan-out); warn only if stuck.
+        socketAcquisitionWarningTimeout: 30_000,
       },
     });
   }
