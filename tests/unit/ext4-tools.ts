@@ -82,7 +82,9 @@ export function reference(image: string, paths: string[]): Map<string, RefFile> 
       const kind = TYPES[type] ?? "other";
       const host = join(dir, path);
       const entry: RefFile = { kind, mode, uid, gid, size };
-      if (kind === "file") entry.content = readFileSync(host);
+      // debugfs dumps an inline-data file's whole inline area (60 bytes and more) whatever its
+      // size; the kernel, and the reader, stop at i_size.
+      if (kind === "file") entry.content = readFileSync(host).subarray(0, size);
       if (kind === "symlink") entry.target = readlinkSync(host);
       out.set(path, entry);
     }

@@ -473,27 +473,48 @@ class DiffContext {
 
 /**
  * Logical block ranges [from, to) of a file whose bytes may differ between two maps: where the
- * physical blocks differ, or are the same blocks but changed. Holes and uninitialized extents are
- * zeros on both sides.
+ * physical blocks differ, or are the same blocks but changed (`changed` null: every block counts
+ * as changed). Holes and uninitialized extents are zeros on both sides. Walks run boundaries, so
+ * the cost follows the mapped blocks, not the (possibly damaged) size.
  */
-export function differingRanges(ra: Run[], rb: Run[], blocks: number, changed: Set<number>): [number, number][] {
-  const at = (runs: Run[], l: number, hint: { i: number }): number => {
-    while (hint.i < runs.length && runs[hint.i]!.logical + runs[hint.i]!.count <= l) hint.i++;
-    const r = runs[hint.i];
-    if (!r || l < r.logical || r.uninit) return 0;
-    return r.physical + (l - r.logical);
+export function differingRanges(ra: Run[], rb: Run[], blocks: number, changed: Set<number> | null): [number, number][] {
+  const edges = new Set<number>([0]);
+  let mappedEnd = 0;
+  for (const r of [...ra, ...rb]) {
+    edges.add(r.logical);
+    edges.add(r.logical + r.count);
+    if (!r.uninit) mappedEnd = Math.max(mappedEnd, r.logical + r.count);
+  }
+  const end = Math.min(blocks, mappedEnd);
+  const cuts = [...edges].filter((e) => e < end).sort((x, y) => x - y);
+  cuts.push(end);
+  const find = (runs: Run[], l: number): number => {
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = runs[mid]!;
+      if (l < r.logical) hi = mid - 1;
+      else if (l >= r.logical + r.count) lo = mid + 1;
+      else return r.uninit ? 0 : r.physical + (l - r.logical);
+    }
+    return 0;
   };
   const out: [number, number][] = [];
-  const ha = { i: 0 };
-  const hb = { i: 0 };
-  for (let l = 0; l < blocks; l++) {
-    const pa = at(ra, l, ha);
-    const pb = at(rb, l, hb);
-    const same = pa === pb && (pa === 0 || !changed.has(pa));
-    if (same) continue;
+  const mark = (from: number, to: number) => {
     const last = out.at(-1);
-    if (last && last[1] === l) last[1] = l + 1;
-    else out.push([l, l + 1]);
+    if (last && last[1] === from) last[1] = to;
+    else out.push([from, to]);
+  };
+  for (let i = 0; i + 1 < cuts.length; i++) {
+    const [from, to] = [cuts[i]!, cuts[i + 1]!];
+    // Inside a segment each side is one run or one hole, so its blocks move together.
+    const pa = find(ra, from);
+    const pb = find(rb, from);
+    if (pa !== pb) mark(from, to);
+    else if (pa !== 0) {
+      for (let l = from; l < to; l++) if (changed === null || changed.has(pa + (l - from))) mark(l, l + 1);
+    }
   }
   return out;
 }
@@ -565,9 +586,15 @@ export async function fullDiff(a: Ext4, b: Ext4, notes: string[] = []): Promise<
 }
 
 async function contentsDiffer(a: Ext4, b: Ext4, x: Inode, y: Inode): Promise<boolean> {
-  for (let at = 0; at < x.size; at += COMPARE_PIECE) {
-    const [pa, pb] = await Promise.all([a.read(x, at, COMPARE_PIECE), b.read(y, at, COMPARE_PIECE)]);
-    if (!equalBytes(pa, pb)) return true;
+  const [ma, mb] = await Promise.all([a.blockMap(x), b.blockMap(y)]);
+  const bs = a.blockSize;
+  const ranges = ma.inline || mb.inline ? [[0, Math.ceil(x.size / bs)] as [number, number]] : differingRanges(ma.runs, mb.runs, Math.ceil(x.size / bs), null);
+  for (const [from, to] of ranges) {
+    for (let at = from * bs; at < Math.min(to * bs, x.size); at += COMPARE_PIECE) {
+      const length = Math.min(COMPARE_PIECE, to * bs - at);
+      const [pa, pb] = await Promise.all([a.read(x, at, length), b.read(y, at, length)]);
+      if (!equalBytes(pa, pb)) return true;
+    }
   }
   return false;
 }

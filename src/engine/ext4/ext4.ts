@@ -315,6 +315,7 @@ export class Ext4 {
           if (!p) continue;
           if (l.span === 1) pointers.push([logical, p]);
           else nextLevel.push({ block: p, first: logical, span: l.span / per });
+          check(pointers.length + nextLevel.length <= this.sb.blocksCount, `inode ${inode.ino}'s block map is damaged`);
         }
       });
       level = nextLevel;
