@@ -82,8 +82,11 @@ export interface RepoStore {
   create(rel: string, data: Uint8Array | string): Promise<boolean>;
   /** Writes or replaces a file (publish-image: image manifests, which a re-import changes). */
   put(rel: string, data: Uint8Array | string): Promise<void>;
-  /** The files directly in a folder ("chunks", "images", "snapshots"); none if it is absent. */
-  list(dir: string): Promise<ListedFile[]>;
+  /**
+   * The files directly in a folder ("chunks", "images", "snapshots"); none if it is absent. With
+   * `want`, only the names it accepts (a folder then stats only those).
+   */
+  list(dir: string, want?: (name: string) => boolean): Promise<ListedFile[]>;
   remove(rel: string): Promise<void>;
   /** Refs held since `since` (ms epoch) by leases; local holds are modification times instead. */
   heldSince(since: number): Promise<Set<ChunkRef>>;
@@ -250,13 +253,13 @@ export class LocalStore implements RepoStore {
     return this.writeAtomic(rel, data);
   }
 
-  async list(dir: string): Promise<ListedFile[]> {
+  async list(dir: string, want: (name: string) => boolean = () => true): Promise<ListedFile[]> {
     const names = await readdir(this.path(dir)).catch((err: NodeJS.ErrnoException) => {
       if (err.code === "ENOENT") return [] as string[];
       throw err;
     });
     const files: ListedFile[] = [];
-    for (const name of names) {
+    for (const name of names.filter(want)) {
       const s = await stat(join(this.path(dir), name)).catch(() => null);
       if (s?.isFile()) files.push({ name, size: s.size, modified: s.mtime });
     }
@@ -484,8 +487,8 @@ export class S3Store implements RepoStore {
     return out;
   }
 
-  async list(dir: string): Promise<ListedFile[]> {
-    return (await this.listKeys(dir)).map((o) => ({ name: o.key, size: o.size, modified: o.modified }));
+  async list(dir: string, want: (name: string) => boolean = () => true): Promise<ListedFile[]> {
+    return (await this.listKeys(dir)).filter((o) => want(o.key)).map((o) => ({ name: o.key, size: o.size, modified: o.modified }));
   }
 
   async remove(rel: string): Promise<void> {

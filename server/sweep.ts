@@ -50,9 +50,6 @@ export async function sweepRepository(options: SweepOptions): Promise<SweepRepor
   const store = options.store ?? new LocalStore(options.repoRoot ?? "build/repo");
   const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const now = options.now ?? Date.now();
-  // Chunks are listed before manifests are read: a chunk uploaded after the listing is not
-  // considered at all, and one listed is either referenced by a manifest read after it or judged.
-  const chunks = await store.list("chunks");
   const referenced = new Set<string>();
   let manifests = 0;
   for (const dir of ["images", "snapshots"]) {
@@ -72,10 +69,11 @@ export async function sweepRepository(options: SweepOptions): Promise<SweepRepor
   }
   let held = await store.heldSince(now - graceMs);
   const report: SweepReport = { manifests, referenced: referenced.size, orphans: [], recent: 0, bytes: 0, deleted: false, leasesDropped: 0 };
-  for (const { name, size, modified } of chunks) {
-    // Upload temporaries (store.ts writeAtomic) are swept by the same age rule.
-    const temporary = name.includes(".upload-");
-    if (!temporary && (!isChunkRef(name) || referenced.has(name))) continue;
+  // Chunks are listed after the manifests are read: one written since is new, so the grace keeps it.
+  // Only unreferenced ones are looked at (a folder stats only those); upload temporaries
+  // (store.ts writeAtomic) are swept by the same age rule.
+  const unreferenced = (name: string) => name.includes(".upload-") || (isChunkRef(name) && !referenced.has(name));
+  for (const { name, size, modified } of await store.list("chunks", unreferenced)) {
     if (now - modified.getTime() < graceMs || held.has(name)) {
       report.recent++;
       continue;
