@@ -19,7 +19,7 @@
  *          keeps leases out of what the server serves (repo-server.ts refuses dot names).
  */
 import { createReadStream, type Stats } from "node:fs";
-import { mkdir, readFile, readdir, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, readdir, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import { dirname, extname, join, resolve } from "node:path";
@@ -231,6 +231,31 @@ export class LocalStore implements RepoStore {
     await rename(tmp, path);
   }
 
+  /**
+   * Writes a whole file under a name only if the name is free (false, writing nothing, if not):
+   * a hard link fails with EEXIST where a rename would replace, so two servers on one folder
+   * cannot both write a name.
+   */
+  private async writeNew(rel: string, data: Uint8Array | string): Promise<boolean> {
+    const path = this.path(rel);
+    await mkdir(dirname(path), { recursive: true });
+    const tmp = `${path}.upload-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    await writeFile(tmp, data);
+    try {
+      await link(tmp, path);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") return false;
+      // A filesystem without hard links: a rename, whole at once (one server per such folder).
+      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "ENOSYS") throw err;
+      await rename(tmp, path);
+      return true;
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
+
   async hold(refs: ChunkRef[]): Promise<ChunkRef[]> {
     const absent: ChunkRef[] = [];
     for (const ref of refs) if (!(await this.touch(chunkPath(ref)))) absent.push(ref);
@@ -239,14 +264,14 @@ export class LocalStore implements RepoStore {
 
   async storeChunk(ref: ChunkRef, body: Uint8Array): Promise<boolean> {
     if (await this.touch(chunkPath(ref))) return false;
-    await this.writeAtomic(chunkPath(ref), body);
-    return true;
+    if (await this.writeNew(chunkPath(ref), body)) return true;
+    // Another server on this folder wrote it meanwhile: it is there, and now held.
+    await this.touch(chunkPath(ref));
+    return false;
   }
 
-  async create(rel: string, data: Uint8Array | string): Promise<boolean> {
-    // One process per folder: the caller checked it is absent; the rename makes it whole at once.
-    await this.writeAtomic(rel, data);
-    return true;
+  create(rel: string, data: Uint8Array | string): Promise<boolean> {
+    return this.writeNew(rel, data);
   }
 
   put(rel: string, data: Uint8Array | string): Promise<void> {

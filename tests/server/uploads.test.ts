@@ -158,6 +158,21 @@ describe.each(BACKENDS)("%s store", (kind) => {
     });
   });
 
+  describe("two server copies on one store", () => {
+    it("store a chunk raced through both once: one 201, the rest told it is there", async () => {
+      const other = await startServer({ store: repo.store, uploads: true, uploadToken: "" });
+      try {
+        const data = new Uint8Array(65536).fill(77);
+        const results = await Promise.all(Array.from({ length: 12 }, (_, i) => put(i % 2 ? other : open, `repo/chunks/${sha(data)}`, data)));
+        expect(results.map((r) => r.status).sort()).toEqual([...Array<number>(11).fill(200), 201]);
+        expect(await repo.read(`chunks/${sha(data)}`)).toEqual(Buffer.from(data));
+        expect((await repo.list("chunks")).filter((n) => n.includes(".upload-"))).toEqual([]);
+      } finally {
+        await other.close();
+      }
+    });
+  });
+
   describe("upload token and switch", () => {
     it("needs the right token when one is set", async () => {
       const guarded = await startServer({ store: repo.store, uploadToken: "s3cret" });
