@@ -1,13 +1,14 @@
 /**
  * A real S3-compatible server on 127.0.0.1 for the tests, the benchmarks and development: s3rver
- * (the S3 REST API over a local folder: signatures, ListObjectsV2, Range, CopyObject, CORS) with one
- * layer added in front of it, since s3rver (3.7.1, the last release) ignores `If-None-Match: *` on
- * PutObject: a PUT carrying it is answered 412 PreconditionFailed when the key exists, checked and
- * written under a per-key lock, as AWS S3, R2 and MinIO document it. And a PUT whose client went
- * away before it finished leaves no object (s3rver writes in place, so it would leave a truncated
- * one; S3 never does). The layer is plain HTTP in front of s3rver's handler and adds only those two
- * (tests/server/s3-store.test.ts shows it refuses the second of two racing writes and that
- * Sandglass sends the header).
+ * (the S3 REST API over a local folder: signatures, ListObjectsV2, Range, CopyObject, CORS) with a
+ * thin layer in front of it for what s3rver (3.7.1, the last release) lacks:
+ *   - `If-None-Match: *` on PutObject: answered 412 PreconditionFailed when the key exists, checked
+ *     and written under a per-key lock, as AWS S3, R2 and MinIO document it (s3rver ignores it);
+ *   - a PUT whose client went away before it finished leaves no object (s3rver writes in place and
+ *     would leave a truncated one; S3 never does);
+ *   - listings of more than one page work on Node 17+ (allowS3rverTokens).
+ * tests/server/s3-store.test.ts shows the layer refuses the second of two racing writes and that
+ * Sandglass sends the header.
  *
  *   npm run s3:dev [-- --port 4569 --dir build/s3-dev --bucket sandglass]
  *
@@ -15,6 +16,7 @@
  *   SANDGLASS_STORE=s3://sandglass/repo SANDGLASS_S3_ENDPOINT=http://127.0.0.1:4569 \
  *   AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER npm start
  */
+import crypto from "node:crypto";
 import { mkdtemp, rm, utimes } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -22,6 +24,21 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import S3rver from "s3rver";
+
+/**
+ * s3rver makes ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node 17 on)
+ * refuses, so any listing of more than one page failed. Triple DES with the key three times is the
+ * same cipher and is still provided: s3rver's calls (only "des") are given that.
+ */
+function allowS3rverTokens(): void {
+  const c = crypto as unknown as Record<string, unknown> & { __sandglassDes?: true };
+  if (c.__sandglassDes) return;
+  const cipher = crypto.createCipheriv.bind(crypto) as (alg: string, key: Buffer, iv: Buffer) => crypto.Cipheriv;
+  const decipher = crypto.createDecipheriv.bind(crypto) as (alg: string, key: Buffer, iv: Buffer) => crypto.Decipheriv;
+  c.createCipheriv = (alg: string, key: Buffer, iv: Buffer) => (alg === "des" ? cipher("des-ede3-cbc", Buffer.concat([key, key, key]), iv) : cipher(alg, key, iv));
+  c.createDecipheriv = (alg: string, key: Buffer, iv: Buffer) => (alg === "des" ? decipher("des-ede3-cbc", Buffer.concat([key, key, key]), iv) : decipher(alg, key, iv));
+  c.__sandglassDes = true;
+}
 
 /** s3rver's fixed credentials (it checks signatures made with them). */
 export const S3_TEST_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
@@ -69,6 +86,7 @@ export async function startS3TestServer(
 ): Promise<S3TestServer> {
   const bucket = options.bucket ?? "sandglass";
   const own = !options.dir;
+  allowS3rverTokens();
   const dir = options.dir ? resolve(options.dir) : await mkdtemp(join(tmpdir(), "sandglass-s3-"));
   const s3 = new S3rver({ directory: dir, silent: true, configureBuckets: [{ name: bucket, configs: [CORS] }] });
   await s3.configureBuckets();
