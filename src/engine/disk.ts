@@ -564,6 +564,43 @@ export class Disk {
     }
     return changed;
   }
+
+  /**
+   * readAt for the file browser and the file diff (ext4/files.ts), which read inode tables and
+   * directories in runs: the timeline index is looked up once per group and segment (readAt asks
+   * once per block), and the answers are kept in `versions`, the caller's map for as long as it
+   * reads this point (a point's index entries do not change; drop the map after a sweep).
+   */
+  async readAtCached(point: Point, offset: number, length: number, versions: Map<string, Uint32Array | null>): Promise<Uint8Array> {
+    this.checkRange(offset, length);
+    await this.flush();
+    const segments = ancestry(this.branches, point);
+    const out = await this.readNow(offset, length, []);
+    const firstBlock = Math.floor(offset / BLOCK_SIZE);
+    const lastBlock = Math.floor((offset + length - 1) / BLOCK_SIZE);
+    for (let group = groupOf(firstBlock); group <= groupOf(lastBlock); group++) {
+      if (!this.written.has(group)) continue;
+      const views = await Promise.all(
+        segments.map(async (s) => {
+          const key = `${group}:${s.branch}:${s.maxSeq}`;
+          let view = versions.get(key);
+          if (view === undefined) versions.set(key, (view = (await this.store.groupVersion(this.machine.id, group, s.branch, s.maxSeq)) ?? null));
+          return view;
+        }),
+      );
+      const last = Math.min(lastBlock, (group + 1) * GROUP_BLOCKS - 1);
+      for (let block = Math.max(firstBlock, group * GROUP_BLOCKS); block <= last; block++) {
+        const entries = views.find((v) => v && v[entryOf(block)] !== 0);
+        if (!entries) continue;
+        const data = await this.blockContent(entries, block);
+        const blockStart = block * BLOCK_SIZE;
+        const from = Math.max(offset, blockStart);
+        const to = Math.min(offset + length, blockStart + BLOCK_SIZE);
+        out.set(data.subarray(from - blockStart, to - blockStart), from - offset);
+      }
+    }
+    return out;
+  }
 }
 
 function mergeBatches(older: FlushBatch, newer: FlushBatch): FlushBatch {

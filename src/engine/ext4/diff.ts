@@ -31,8 +31,8 @@
  * (fullDiff) and says so.
  */
 import { equalBytes } from "../util.ts";
-import { joinPath, type BlockMap, type Ext4, type Listing, type Run } from "./ext4.ts";
-import { BG_BLOCK_UNINIT, descriptorLocation, inodeInUse, kindOfMode, ROOT_INO, S_IFDIR, S_IFMT, type FileKind, type Inode } from "./ext4-format.ts";
+import { joinPath, type BlockMap, type DirEntry, type Ext4, type Listing, type Run } from "./ext4.ts";
+import { BG_BLOCK_UNINIT, BG_INODE_UNINIT, descriptorLocation, inodeInUse, kindOfMode, ROOT_INO, S_IFDIR, S_IFMT, type FileKind, type Inode } from "./ext4-format.ts";
 
 export type ChangeType = "added" | "removed" | "modified";
 export type ChangedField = "content" | "size" | "mode" | "uid" | "gid" | "target";
@@ -57,6 +57,8 @@ export interface FileDiff {
   stats: { changedBlocks: number; changedInodes: number; directoriesCompared: number; ownerScan: boolean; nameSearchDirs: number };
 }
 
+/** Inode table bytes read at a time by the name search (one 64 KiB repository chunk). */
+const WINDOW_BYTES = 64 * 1024;
 /** Bytes read per piece when comparing two files' contents. */
 const COMPARE_PIECE = 1024 * 1024;
 
@@ -303,9 +305,39 @@ class DiffContext {
       if (used) inUse.push(blk);
     }
     if (inUse.length === 0) return [];
-    this.stats.ownerScan = true;
-    const wanted = new Set(inUse);
     const found = new Set<number>();
+    const wanted = new Set(inUse);
+    const owns = async (ino: number, blk: number) => {
+      if (ino < 1 || ino > sb.inodesCount) return false;
+      const inode = await b.inode(ino);
+      if (!inodeInUse(inode) || !isDir(inode)) return false;
+      const map = await b.blockMap(inode);
+      return map.meta.includes(blk) || map.runs.some((r) => blk >= r.physical && blk < r.physical + r.count);
+    };
+    // A directory block names its owner: its "." entry (a first block), or a subdirectory's "..".
+    for (const blk of inUse) {
+      let entries: DirEntry[];
+      try {
+        entries = b.parseEntries(await b.reader.block(blk), "not a directory block");
+      } catch {
+        continue;
+      }
+      const candidates = new Set<number>();
+      for (const e of entries) if (e.name === ".") candidates.add(e.ino);
+      for (const e of entries.filter((x) => x.kind === "dir" && x.name !== "." && x.name !== "..").slice(0, 8)) {
+        const child = await b.inode(e.ino);
+        if (isDir(child) && inodeInUse(child)) candidates.add((await b.listDir(child)).parent);
+      }
+      for (const c of candidates) {
+        if (await owns(c, blk)) {
+          found.add(c);
+          wanted.delete(blk);
+          break;
+        }
+      }
+    }
+    if (wanted.size === 0) return [...found];
+    this.stats.ownerScan = true;
     for (let g = 0; g < sb.groupCount && wanted.size > 0; g++) {
       for (const inode of await b.groupInodes(g)) {
         if (inode.ino < sb.firstIno && inode.ino !== ROOT_INO) continue;
@@ -321,6 +353,21 @@ class DiffContext {
         `their owners were found by scanning the inode tables${wanted.size ? `; ${wanted.size} belong to no file` : ""}.`,
     );
     return [...found];
+  }
+
+  /** Inodes of group `g`'s table in use or not: the count before its never-used tail. */
+  usedInodes(g: number): number {
+    const d = this.b.groups[g]!;
+    if (d.flags & BG_INODE_UNINIT) return 0;
+    return Math.max(0, this.b.sb.inodesPerGroup - Math.min(d.itableUnused, this.b.sb.inodesPerGroup));
+  }
+
+  /** In-use inodes [from, to) of group `g`'s table at B (one read of the blocks they are in). */
+  async tableWindow(g: number, from: number, to: number): Promise<Inode[]> {
+    const sb = this.b.sb;
+    if (to <= from) return [];
+    const inos = Array.from({ length: to - from }, (_, i) => g * sb.inodesPerGroup + from + i + 1).filter((n) => n <= sb.inodesCount);
+    return (await this.b.inodes(inos)).filter((inode) => inodeInUse(inode));
   }
 
   async pathAt(side: "a" | "b", ino: number): Promise<string | null> {
@@ -438,20 +485,41 @@ class DiffContext {
     };
     // Directories read already at B (by this diff, or earlier ones on the same view).
     for (const [dir, listing] of [...this.b.cachedListings()]) indexListing(dir, listing);
-    if (wanted.size > 0) {
-      // Search at B: the groups of the wanted inodes first, then the others.
-      const sb = this.b.sb;
-      const groupOf = (ino: number) => Math.floor((ino - 1) / sb.inodesPerGroup);
-      const first = [...new Set([...wanted.keys()].map(groupOf))];
-      const order = [...first, ...Array.from({ length: sb.groupCount }, (_, g) => g).filter((g) => !first.includes(g))];
-      for (const g of order) {
-        if (wanted.size === 0) break;
-        for (const inode of await this.b.groupInodes(g)) {
-          if (!isDir(inode)) continue;
-          this.stats.nameSearchDirs++;
-          indexListing(inode.ino, await this.b.listDir(inode));
-          if (wanted.size === 0) break;
+    const listed = new Set<number>();
+    const list = async (dir: Inode) => {
+      if (listed.has(dir.ino)) return;
+      listed.add(dir.ino);
+      this.stats.nameSearchDirs++;
+      indexListing(dir.ino, await this.b.listDir(dir));
+    };
+    // Search at B, nearest first: the directories whose inodes come just before the file's in its
+    // group's table (mke2fs -d and ext4 both number a directory's files after it, and keep them in
+    // its group when they can), then the rest of that group, then every other group.
+    const sb = this.b.sb;
+    const perWindow = Math.max(1, Math.floor(WINDOW_BYTES / sb.inodeSize));
+    for (const ino of [...wanted.keys()].sort((x, y) => y - x)) {
+      if (!wanted.has(ino)) continue;
+      const g = Math.floor((ino - 1) / sb.inodesPerGroup);
+      const index = (ino - 1) % sb.inodesPerGroup;
+      const used = this.usedInodes(g);
+      const here = Math.floor(index / perWindow);
+      const windows = [...Array.from({ length: here + 1 }, (_, i) => here - i), ...Array.from({ length: Math.ceil(used / perWindow) - here - 1 }, (_, i) => here + 1 + i)];
+      for (const w of windows) {
+        if (!wanted.has(ino)) break;
+        const dirs = (await this.tableWindow(g, w * perWindow, Math.min(used, (w + 1) * perWindow))).filter(isDir);
+        // Below the file, nearest first; then above it.
+        dirs.sort((p, q) => (p.ino <= ino) !== (q.ino <= ino) ? (p.ino <= ino ? -1 : 1) : p.ino <= ino ? q.ino - p.ino : p.ino - q.ino);
+        for (const dir of dirs) {
+          await list(dir);
+          if (!wanted.has(ino)) break;
         }
+      }
+    }
+    for (let g = 0; g < sb.groupCount && wanted.size > 0; g++) {
+      for (const inode of await this.b.groupInodes(g)) {
+        if (!isDir(inode)) continue;
+        await list(inode);
+        if (wanted.size === 0) break;
       }
     }
     for (const ino of files) {

@@ -382,23 +382,10 @@ export class Ext4 {
     }
     const entries: DirEntry[] = [];
     let parent = 0;
-    const filetype = (this.sb.incompat & INCOMPAT_FILETYPE) !== 0;
     const parse = (area: Uint8Array, what: string) => {
-      const v = new DataView(area.buffer, area.byteOffset, area.byteLength);
-      for (let at = 0; at + 8 <= area.byteLength; ) {
-        const ino = v.getUint32(at, true);
-        let recLen = v.getUint16(at + 4, true);
-        if (recLen === 65535 || recLen === 0) recLen = area.byteLength === 65536 ? 65536 : recLen;
-        const nameLen = filetype ? area[at + 6]! : v.getUint16(at + 6, true);
-        check(recLen >= 8 && recLen % 4 === 0 && at + recLen <= area.byteLength && 8 + nameLen <= recLen, `directory ${inode.ino} is damaged (${what})`);
-        if (ino !== 0) {
-          check(ino <= this.sb.inodesCount, `directory ${inode.ino} names inode ${ino}, outside the file system`);
-          const name = decodeName(area.subarray(at + 8, at + 8 + nameLen));
-          const type = filetype ? area[at + 7]! : 0;
-          if (name === "..") parent = ino;
-          else if (name !== ".") entries.push({ name, ino, kind: type > 0 && type < DIRENT_TYPE_MODE.length ? kindOfMode(DIRENT_TYPE_MODE[type]!) : null });
-        }
-        at += recLen;
+      for (const e of this.parseEntries(area, `directory ${inode.ino} is damaged (${what})`)) {
+        if (e.name === "..") parent = e.ino;
+        else if (e.name !== ".") entries.push(e);
       }
     };
     if (inode.flags & INODE_FLAG_INLINE_DATA) {
@@ -420,6 +407,31 @@ export class Ext4 {
     if (this.listings.size >= LISTING_CACHE) this.listings.delete(this.listings.keys().next().value!);
     this.listings.set(inode.ino, listing);
     return listing;
+  }
+
+  /**
+   * The entries of one area of directory entries (a block, or inline data), "." and ".." included;
+   * throws UnreadableDiskError(`damaged`) when the chain of entries is broken.
+   */
+  parseEntries(area: Uint8Array, damaged: string): DirEntry[] {
+    const filetype = (this.sb.incompat & INCOMPAT_FILETYPE) !== 0;
+    const v = new DataView(area.buffer, area.byteOffset, area.byteLength);
+    const entries: DirEntry[] = [];
+    for (let at = 0; at + 8 <= area.byteLength; ) {
+      const ino = v.getUint32(at, true);
+      let recLen = v.getUint16(at + 4, true);
+      if (recLen === 65535 || recLen === 0) recLen = area.byteLength === 65536 ? 65536 : recLen;
+      const nameLen = filetype ? area[at + 6]! : v.getUint16(at + 6, true);
+      check(recLen >= 8 && recLen % 4 === 0 && at + recLen <= area.byteLength && 8 + nameLen <= recLen, damaged);
+      if (ino !== 0) {
+        check(ino <= this.sb.inodesCount, `${damaged}: it names inode ${ino}, outside the file system`);
+        const type = filetype ? area[at + 7]! : 0;
+        const kind = type > 0 && type < DIRENT_TYPE_MODE.length ? kindOfMode(DIRENT_TYPE_MODE[type]!) : null;
+        entries.push({ name: decodeName(area.subarray(at + 8, at + 8 + nameLen)), ino, kind });
+      }
+      at += recLen;
+    }
+    return entries;
   }
 
   /** A listing computed elsewhere (the other point, when the directory is the same there). */

@@ -245,9 +245,13 @@ export async function diffOpened(
 
 // ── the machine's disk ──────────────────────────────────────────────────────────────────────────
 
-/** The disk as it is at `point`, as a BlockDevice (reads go through the timeline index). */
+/**
+ * The disk as it is at `point`, as a BlockDevice (reads go through the timeline index, each of its
+ * groups looked up once per device). Drop it after a storage sweep (Disk.readAtCached).
+ */
 export function pointDevice(disk: Disk, point: Point): BlockDevice {
-  return { size: disk.size, read: (offset, length) => disk.readAt(point, offset, length) };
+  const versions = new Map<string, Uint32Array | null>();
+  return { size: disk.size, read: (offset, length) => disk.readAtCached(point, offset, length, versions) };
 }
 
 /** The diff between two points of a machine's disk (any two, across branches). */
