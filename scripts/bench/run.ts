@@ -2,7 +2,7 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|history|dd|rewind|share|import|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|history|dd|rewind|share|import|file-diff|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}; a first visit (booted snapshot) vs v86
@@ -12,6 +12,8 @@
  *          (`dd`: the last two only; `rewind`: the first only).
  * share    publishing after a 1 MiB change (time, bytes up) and opening the link (bytes down).
  * import   importing a 1 GiB image file vs reading it alone; memory during a 4 GiB import.
+ * file-diff  what changed between two points of a 1 GiB ext4 disk, from the changed blocks vs
+ *          walking both listings (Node only; not part of `all`).
  */
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -445,6 +447,9 @@ export async function timeRewind(page: Page, selector: string | null): Promise<{
 
 async function main(): Promise<void> {
   const which = process.argv[2] ?? "all";
+  // The file diff runs in Node alone (a Disk on fake-indexeddb, imported only then): no server,
+  // no browser.
+  if (which === "file-diff") return (await import("./file-diff.ts")).fileDiffBench();
   const servers = await startServers();
   const browser = await launch();
   try {

@@ -13,18 +13,23 @@
  *  - Inode table blocks → the inodes in them; records that differ are changed inodes.
  *  - Directory blocks and extent/indirect blocks → the inodes owning them: the changed inodes'
  *    own maps (at both points) explain most of them, since writing a file or a directory updates
- *    its inode (mtime). Blocks left over that a block bitmap marks in use (a point taken between
- *    a file's data and its inode reaching the disk, or a write that bypassed the inode) have no
- *    reverse map in ext4, so their owners are found by scanning the inode tables at B and the
- *    trees of the inodes there: an honest, slower fallback, said in `notes`.
+ *    its inode (mtime). ext4 has no reverse map for the rest (a point taken between a file's data
+ *    and its inode reaching the disk, or a write that bypassed the inode, such as debugfs's):
+ *    blocks free in both points' bitmaps are nobody's; a directory block names its owner in its
+ *    "." entry (a first block) or through a subdirectory's "..", else its owner is looked for
+ *    among the directories numbered just before its entries' inodes (see the name search below);
+ *    what is left is found by scanning every in-use inode's map at B: an honest, slower
+ *    fallback, said in `notes`.
  *  - Superblock, descriptors, bitmaps and the journal are not files. Blocks the journal replays at
  *    either point count as changed too (journal.ts).
  *  - A changed directory (same directory at the same path at both points) is compared entry by
  *    entry. A changed file needs its names: entries of the directories already read name it, else
- *    directories are searched at B, those whose inodes share the file's block group first (ext4
- *    places a file's inode in its directory's group when it can), then the others. A name is
- *    reported only when the same path names the same inode at A; other cases are an entry that
- *    changed, which its directory's comparison reports.
+ *    directories are searched at B, nearest first: those numbered just before the file in its
+ *    group's inode table (mke2fs -d numbers a directory's files right after it, and ext4 keeps a
+ *    file's inode in its directory's group when it can), then the rest of the group, then all
+ *    others. A name is reported only when the same path names the same inode at A; other cases
+ *    are an entry that changed, which its directory's comparison reports. Hard links: names are
+ *    searched until the inode's link count is found.
  *  - Directory listings are parsed once per diff when the directory is the same at both points
  *    (same inode record, none of its blocks changed): Ext4.shareListing.
  * If the geometry differs between the points (a resized file system), the diff walks both trees
@@ -59,6 +64,8 @@ export interface FileDiff {
 
 /** Inode table bytes read at a time by the name search (one 64 KiB repository chunk). */
 const WINDOW_BYTES = 64 * 1024;
+/** Directories tried as the owner of a changed directory block before scanning every inode. */
+const MAX_OWNER_GUESSES = 256;
 /** Bytes read per piece when comparing two files' contents. */
 const COMPARE_PIECE = 1024 * 1024;
 
@@ -335,6 +342,18 @@ class DiffContext {
           break;
         }
       }
+      // Else a block of files' entries: its directory is most likely numbered just before them.
+      const file = entries.find((e) => e.name !== "." && e.name !== "..");
+      if (!wanted.has(blk) || !file) continue;
+      let tried = 0;
+      for await (const dir of this.nearestDirectories(file.ino)) {
+        if (++tried > MAX_OWNER_GUESSES) break;
+        if (await owns(dir.ino, blk)) {
+          found.add(dir.ino);
+          wanted.delete(blk);
+          break;
+        }
+      }
     }
     if (wanted.size === 0) return [...found];
     this.stats.ownerScan = true;
@@ -353,6 +372,30 @@ class DiffContext {
         `their owners were found by scanning the inode tables${wanted.size ? `; ${wanted.size} belong to no file` : ""}.`,
     );
     return [...found];
+  }
+
+  /**
+   * Directories at B nearest the inode `ino` in the inode tables: those numbered just before it
+   * first (nearest first, into the previous group's table when its own group starts: a parent
+   * filled its group and its files went on in the next), then those after it in its group. Reads
+   * the tables a window at a time, lazily.
+   */
+  async *nearestDirectories(ino: number): AsyncGenerator<Inode> {
+    const sb = this.b.sb;
+    const perWindow = Math.max(1, Math.floor(WINDOW_BYTES / sb.inodeSize));
+    const g = Math.floor((ino - 1) / sb.inodesPerGroup);
+    const here = Math.floor(((ino - 1) % sb.inodesPerGroup) / perWindow);
+    const windowsOf = (group: number) => Math.ceil(this.usedInodes(group) / perWindow);
+    const order: [number, number][] = Array.from({ length: here + 1 }, (_, i) => [g, here - i]);
+    if (g > 0) for (let w = windowsOf(g - 1) - 1; w >= 0; w--) order.push([g - 1, w]);
+    for (let w = here + 1; w < windowsOf(g); w++) order.push([g, w]);
+    for (const [group, w] of order) {
+      const used = this.usedInodes(group);
+      const dirs = (await this.tableWindow(group, w * perWindow, Math.min(used, (w + 1) * perWindow))).filter(isDir);
+      // Below the inode, nearest first; then above it.
+      dirs.sort((p, q) => ((p.ino <= ino) !== (q.ino <= ino) ? (p.ino <= ino ? -1 : 1) : p.ino <= ino ? q.ino - p.ino : p.ino - q.ino));
+      yield* dirs;
+    }
   }
 
   /** Inodes of group `g`'s table in use or not: the count before its never-used tail. */
@@ -496,23 +539,11 @@ class DiffContext {
     // group's table (mke2fs -d and ext4 both number a directory's files after it, and keep them in
     // its group when they can), then the rest of that group, then every other group.
     const sb = this.b.sb;
-    const perWindow = Math.max(1, Math.floor(WINDOW_BYTES / sb.inodeSize));
     for (const ino of [...wanted.keys()].sort((x, y) => y - x)) {
       if (!wanted.has(ino)) continue;
-      const g = Math.floor((ino - 1) / sb.inodesPerGroup);
-      const index = (ino - 1) % sb.inodesPerGroup;
-      const used = this.usedInodes(g);
-      const here = Math.floor(index / perWindow);
-      const windows = [...Array.from({ length: here + 1 }, (_, i) => here - i), ...Array.from({ length: Math.ceil(used / perWindow) - here - 1 }, (_, i) => here + 1 + i)];
-      for (const w of windows) {
+      for await (const dir of this.nearestDirectories(ino)) {
+        await list(dir);
         if (!wanted.has(ino)) break;
-        const dirs = (await this.tableWindow(g, w * perWindow, Math.min(used, (w + 1) * perWindow))).filter(isDir);
-        // Below the file, nearest first; then above it.
-        dirs.sort((p, q) => (p.ino <= ino) !== (q.ino <= ino) ? (p.ino <= ino ? -1 : 1) : p.ino <= ino ? q.ino - p.ino : p.ino - q.ino);
-        for (const dir of dirs) {
-          await list(dir);
-          if (!wanted.has(ino)) break;
-        }
       }
     }
     for (let g = 0; g < sb.groupCount && wanted.size > 0; g++) {
