@@ -18,6 +18,7 @@ import { readFile as readHostFile } from "node:fs/promises";
 import { bundleDisk, changedChunkRanges, decodeBundlePoints, type BundlePoint } from "../src/engine/bundle.ts";
 import {
   diffOpened,
+  differingBlocks,
   FileNotFoundError,
   listDirectory,
   openFiles,
@@ -126,7 +127,10 @@ async function main(argv: string[]): Promise<void> {
   if (!wordA || !wordB) throw new UsageError(USAGE);
   const [ia, ib] = [findPoint(points, wordA), findPoint(points, wordB)];
   const [a, b] = await Promise.all([open(ia), open(ib)]);
-  const diff = await diffOpened(a, b, changedChunkRanges(points[ia]!.manifest, points[ib]!.manifest));
+  // Chunks that differ, narrowed to the blocks that do (both sides are in the file anyway).
+  const [da, db] = [bundleDisk(points[ia]!.manifest, contents), bundleDisk(points[ib]!.manifest, contents)];
+  const changed = await differingBlocks(da, db, changedChunkRanges(points[ia]!.manifest, points[ib]!.manifest));
+  const diff = await diffOpened(a, b, changed);
   for (const [side, info] of [["A", diff.a], ["B", diff.b]] as const) {
     if (info.journal.replayed) write(`# ${side}: ${info.journal.transactions} journal transaction(s) replayed (${info.journal.blocks} blocks)\n`);
     if (info.mayBeInconsistent) write(`# ${side} may be inconsistent: ${info.reasons.join("; ")}\n`);

@@ -11,17 +11,21 @@
  * directories), "clustered" within five directories (a typical command's footprint). Rows:
  * cold (the base image's chunks come from the repository, verified and stored, as on a machine
  * that never read those blocks), warm (a new Disk on the same store: chunks from IndexedDB).
- * The image is built once into build/bench-file-diff/ (mke2fs -d; a minute or two).
+ * The image is built once into build/bench-file-diff/ (mke2fs -d; a minute or two). Last, the real
+ * guest: the Debian image against its booted snapshot, from build/repo, checked against the walk.
  */
 import "fake-indexeddb/auto";
 import { createHash, randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { gunzipSync } from "node:zlib";
 import { ChunkSource } from "../../src/engine/chunk-source.ts";
 import { Disk } from "../../src/engine/disk.ts";
 import { fullDiff, type FileDiff } from "../../src/engine/ext4/diff.ts";
-import { diffOpened, openFiles, pointDevice } from "../../src/engine/ext4/files.ts";
+import { changedChunkRanges } from "../../src/engine/bundle.ts";
+import type { BlockDevice } from "../../src/engine/ext4/block-device.ts";
+import { diffOpened, differingBlocks, openFiles, pointDevice } from "../../src/engine/ext4/files.ts";
 import { LocalStore } from "../../src/engine/local-store.ts";
 import type { DiskManifest } from "../../src/engine/repo-format.ts";
 import { BLOCK_SIZE, type MachineRecord, type Point } from "../../src/engine/store-format.ts";
@@ -229,6 +233,65 @@ async function walkDiff(disk: Disk, a: Point, b: Point) {
   return { diff, bytes: ga.fs.reader.stats.bytes + gb.fs.reader.stats.bytes };
 }
 
+/** A disk of the built repository (a manifest's chunks read from build/repo, cached). */
+function repoDisk(repo: string, m: DiskManifest, cache: Map<string, Uint8Array>): BlockDevice {
+  return {
+    size: m.size,
+    read: async (offset, length) => {
+      const out = new Uint8Array(length);
+      for (let at = offset; at < offset + length; ) {
+        const i = Math.floor(at / m.chunkSize);
+        const start = i * m.chunkSize;
+        const to = Math.min(offset + length, start + m.chunkSize);
+        const ref = m.chunks[i];
+        if (ref) {
+          let chunk = cache.get(ref);
+          if (!chunk) {
+            const stored = readFileSync(join(repo, "chunks", ref));
+            chunk = new Uint8Array(ref.endsWith(".gz") ? gunzipSync(stored) : stored);
+            cache.set(ref, chunk);
+          }
+          out.set(chunk.subarray(at - start, to - start), at - offset);
+        }
+        at = to;
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * The real guest: the Debian image against its booted snapshot (its ext4 was mounted when the
+ * snapshot was taken, so its journal holds committed transactions), read from build/repo as a
+ * two-point .sandglass file is read (chunks that differ, narrowed to the blocks that do).
+ */
+async function guestRow(): Promise<void> {
+  const repo = resolve(process.env.SANDGLASS_REPO ?? "build/repo");
+  const manifestOf = (kind: string, name: string) => JSON.parse(readFileSync(join(repo, kind, `${name}.json`), "utf8")) as DiskManifest;
+  if (!existsSync(join(repo, "images", "default.json"))) {
+    console.log("\n(no build/repo: the real guest's row needs `npm start` or `npm test` to have built it)");
+    return;
+  }
+  const image = manifestOf("images", "default");
+  if (!image.booted) return;
+  const booted = manifestOf("snapshots", image.booted);
+  const cache = new Map<string, Uint8Array>();
+  const [da, db] = [repoDisk(repo, image, cache), repoDisk(repo, booted, cache)];
+  const m = await timed(async () => {
+    const [a, b] = await Promise.all([openFiles(da), openFiles(db)]);
+    const changed = await differingBlocks(da, db, changedChunkRanges(image, booted));
+    return diffOpened(a, b, changed);
+  });
+  const w = await timed(async () => {
+    const [a, b] = await Promise.all([openFiles(da), openFiles(db)]);
+    return fullDiff(a.fs, b.fs);
+  });
+  console.log(`\nThe Debian guest's image vs its booted snapshot (build/repo; ${image.size / 2 ** 30} GiB disk, root on partition ${m.value.volume.number}):`);
+  console.log(`- journal at the snapshot: ${m.value.b.journal.transactions} committed transaction(s) replayed (${m.value.b.journal.blocks} blocks)`);
+  console.log(`- diff from changed blocks: ${Math.round(m.ms)} ms (${Math.round(m.cpuMs)} ms CPU), ${m.value.changes.length} entries: ${m.value.changes.map((c) => `${c.change} ${c.path}`).join(", ")}`);
+  console.log(`- full walk of both listings: ${Math.round(w.ms)} ms (${Math.round(w.cpuMs)} ms CPU); same answer: ${key(m.value) === key(w.value) ? "yes" : "NO"}`);
+}
+
 export async function fileDiffBench(): Promise<void> {
   const built = buildImage();
   const scattered = changeImage(built, "scattered", false);
@@ -285,6 +348,7 @@ export async function fileDiffBench(): Promise<void> {
   }
   disk.close();
   store.close();
+  await guestRow();
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

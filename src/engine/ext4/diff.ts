@@ -37,7 +37,7 @@
  */
 import { equalBytes } from "../util.ts";
 import { joinPath, type BlockMap, type DirEntry, type Ext4, type Listing, type Run } from "./ext4.ts";
-import { BG_BLOCK_UNINIT, BG_INODE_UNINIT, descriptorLocation, inodeInUse, kindOfMode, ROOT_INO, S_IFDIR, S_IFMT, type FileKind, type Inode } from "./ext4-format.ts";
+import { BG_BLOCK_UNINIT, BG_INODE_UNINIT, descriptorLocation, groupHasSuper, INCOMPAT_META_BG, inodeInUse, kindOfMode, ROOT_INO, S_IFDIR, S_IFMT, type FileKind, type Inode } from "./ext4-format.ts";
 
 export type ChangeType = "added" | "removed" | "modified";
 export type ChangedField = "content" | "size" | "mode" | "uid" | "gid" | "target";
@@ -212,9 +212,15 @@ class DiffContext {
     // Blocks that are not files' data: superblock, descriptors, bitmaps, the journal.
     const metadata = new Intervals();
     metadata.add(0, sb.firstDataBlock + 1);
+    const gdtBlocks = Math.ceil((sb.groupCount * sb.descSize) / sb.blockSize);
     for (let g = 0; g < sb.groupCount; g++) {
       const [block] = descriptorLocation(sb, g);
       metadata.add(block, block + 1);
+      // Superblock and descriptor copies, and the blocks reserved for the table to grow.
+      if (groupHasSuper(sb, g)) {
+        const start = sb.firstDataBlock + g * sb.blocksPerGroup;
+        metadata.add(start, start + 1 + (sb.incompat & INCOMPAT_META_BG ? 0 : gdtBlocks + sb.reservedGdtBlocks));
+      }
       for (const fs of [a, b]) {
         const d = fs.groups[g]!;
         metadata.add(d.blockBitmap, d.blockBitmap + 1);
@@ -359,11 +365,11 @@ class DiffContext {
     this.stats.ownerScan = true;
     for (let g = 0; g < sb.groupCount && wanted.size > 0; g++) {
       for (const inode of await b.groupInodes(g)) {
-        if (inode.ino < sb.firstIno && inode.ino !== ROOT_INO) continue;
         const map = await b.blockMap(inode);
         const hit = [...wanted].filter((blk) => map.meta.includes(blk) || map.runs.some((r) => blk >= r.physical && blk < r.physical + r.count));
         if (hit.length === 0) continue;
-        found.add(inode.ino);
+        // A reserved inode's blocks (the resize inode's, say) are file system metadata.
+        if (inode.ino >= sb.firstIno || inode.ino === ROOT_INO) found.add(inode.ino);
         for (const blk of hit) wanted.delete(blk);
       }
     }

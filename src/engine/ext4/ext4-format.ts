@@ -18,7 +18,7 @@
  *   0x00 s_inodes_count  0x04 s_blocks_count_lo  0x14 s_first_data_block (1 on 1 KiB blocks, else 0)
  *   0x18 s_log_block_size (block size = 1024 << n)  0x20 s_blocks_per_group  0x28 s_inodes_per_group
  *   0x38 s_magic (u16, 0xEF53)  0x3A s_state  0x4C s_rev_level (0: 128-byte inodes, first inode 11)
- *   0x54 s_first_ino  0x58 s_inode_size (u16)  0x5C s_feature_compat  0x60 s_feature_incompat
+ *   0x54 s_first_ino  0x58 s_inode_size (u16)  0xCE s_reserved_gdt_blocks (u16)  0x5C s_feature_compat  0x60 s_feature_incompat
  *   0x64 s_feature_ro_compat  0x68 s_uuid[16]  0x78 s_volume_name[16]  0xE0 s_journal_inum
  *   0xE4 s_journal_dev  0xEC s_hash_seed[4]  0xFC s_def_hash_version  0xFE s_desc_size (u16)
  *   0x104 s_first_meta_bg  0x150 s_blocks_count_hi  0x174 s_log_groups_per_flex  0x24C s_backup_bgs[2]
@@ -177,6 +177,8 @@ export interface Superblock {
   journalInum: number;
   journalDev: number;
   descSize: number;
+  /** Blocks kept after the descriptor table for it to grow (resize_inode). */
+  reservedGdtBlocks: number;
   firstMetaBg: number;
   backupBgs: [number, number];
   groupCount: number;
@@ -237,6 +239,7 @@ export function parseSuperblock(bytes: Uint8Array, deviceSize: number): Superblo
     journalInum: v.getUint32(0xe0, true),
     journalDev: v.getUint32(0xe4, true),
     descSize,
+    reservedGdtBlocks: v.getUint16(0xce, true),
     firstMetaBg: v.getUint32(0x104, true),
     backupBgs: [v.getUint32(0x24c, true), v.getUint32(0x250, true)],
     groupCount,

@@ -243,6 +243,41 @@ export async function diffOpened(
   return { ...diff, a: pointInfo(a.fs, context.a), b: pointInfo(b.fs, context.b), volume: b.volume };
 }
 
+/** Bytes compared at a time by differingBlocks. */
+const COMPARE_BYTES = 1024 * 1024;
+
+/**
+ * Narrows byte ranges that may differ between two disks to the 4 KiB blocks whose bytes do (a
+ * bundle's chunks are 64 KiB: a changed chunk holds unchanged blocks, which would otherwise send
+ * the diff looking for their owners). Reads both sides of every range.
+ */
+export async function differingBlocks(
+  a: BlockDevice,
+  b: BlockDevice,
+  ranges: Iterable<{ offset: number; length: number }>,
+): Promise<{ offset: number; length: number }[]> {
+  const out: { offset: number; length: number }[] = [];
+  for (const r of ranges) {
+    for (let at = r.offset; at < r.offset + r.length; at += COMPARE_BYTES) {
+      const length = Math.min(COMPARE_BYTES, r.offset + r.length - at, Math.min(a.size, b.size) - at);
+      if (length <= 0) break;
+      const [x, y] = await Promise.all([a.read(at, length), b.read(at, length)]);
+      for (let o = 0; o < length; o += BLOCK_SIZE) {
+        const end = Math.min(length, o + BLOCK_SIZE);
+        let same = true;
+        for (let i = o; i < end; i++) {
+          if (x[i] !== y[i]) {
+            same = false;
+            break;
+          }
+        }
+        if (!same) out.push({ offset: at + o, length: end - o });
+      }
+    }
+  }
+  return out;
+}
+
 // ── the machine's disk ──────────────────────────────────────────────────────────────────────────
 
 /**
