@@ -573,7 +573,11 @@ export class Disk {
    */
   async readAtCached(point: Point, offset: number, length: number, versions: Map<string, Uint32Array | null>): Promise<Uint8Array> {
     this.checkRange(offset, length);
-    await this.flush();
+    // What the point holds must be stored; a flush with nothing pending still costs a batch.
+    await this.writeTail;
+    const p = this.pending;
+    if (this.openData || p.log.length || p.groups.length || p.data.length || p.markers.length || p.branches.length) await this.flushNow();
+    await this.flushing;
     const segments = ancestry(this.branches, point);
     const out = await this.readNow(offset, length, []);
     const firstBlock = Math.floor(offset / BLOCK_SIZE);

@@ -1,8 +1,8 @@
 /**
  * Property test of the ext4 reader and the file diff against e2fsprogs: seeded random sequences
  * of file operations applied with `debugfs -w` to host images (create, write, truncate, rename,
- * unlink, mkdir, rmdir, symlink, chmod, chown, and in-place block writes that leave the inode
- * alone), a snapshot after each step. At every snapshot the reader's view of every file equals
+ * unlink, mkdir, rmdir, symlink, mknod, chmod, chown, and in-place block writes that leave the
+ * inode alone), a snapshot after each step. At every snapshot the reader's view of every file equals
  * debugfs's (stat: kind, mode, owner, size; rdump: content and link target), and the diff between
  * snapshots, computed from the blocks that differ, equals the diff of the two full listings.
  * Images: ext4 with 1 KiB blocks (htree directories from e2fsck -D, an extent tree of depth 1),
@@ -44,6 +44,8 @@ interface ModelEntry {
   /** Whether logical block 0 of a file holds data (zap_block writes there). */
   block0: boolean;
   size: number;
+  /** The type bits of an "other" (a fifo or a device). */
+  type?: number;
 }
 type Model = Map<string, ModelEntry>;
 
@@ -73,6 +75,11 @@ function seedImage(v: Variant, image: string): Model {
   model.set("/sparse", { kind: "file", block0: true, size: 9 * 40_000 });
   mke2fs(image, v.sizeMiB, v.options, root);
   fsck(image, true);
+  // A fifo and a device node: kind "other" in every listing.
+  // (debugfs's mknod takes a name in its current directory, not a path.)
+  debugfs(image, ["cd /", "mknod fifo p", "mknod null c 1 3"]);
+  model.set("/fifo", { kind: "other", block0: false, size: 0, type: 0o010000 });
+  model.set("/null", { kind: "other", block0: false, size: 0, type: 0o020000 });
   return model;
 }
 
@@ -84,9 +91,9 @@ function buildSparse(path: string, pieces: [number, Buffer][], size: number): vo
   closeSync(fd);
 }
 
-type Op = { op: "create" | "mkdir" | "symlink" | "rename" | "unlink" | "truncate" | "chmod" | "chown" | "zap" | "fallocate"; a: number; b: number; c: number };
+type Op = { op: "create" | "mkdir" | "symlink" | "mknod" | "rename" | "unlink" | "truncate" | "chmod" | "chown" | "zap" | "fallocate"; a: number; b: number; c: number };
 const opArb: fc.Arbitrary<Op> = fc.record({
-  op: fc.constantFrom("create", "create", "mkdir", "symlink", "rename", "unlink", "truncate", "chmod", "chown", "zap", "fallocate"),
+  op: fc.constantFrom("create", "create", "mkdir", "symlink", "mknod", "rename", "unlink", "truncate", "chmod", "chown", "zap", "fallocate"),
   a: fc.nat(),
   b: fc.nat(),
   c: fc.nat(),
@@ -133,6 +140,15 @@ function apply(op: Op, model: Model, blockSize: number, hostDir: string, step: n
       model.set(path, { kind: "symlink", block0: false, size: target.length });
       return [`symlink "${path}" "${target}"`];
     }
+    case "mknod": {
+      // A fifo or a character device: kind "other".
+      const dir = pick(dirs, op.a)!;
+      const path = join2(dir, `n${op.c % 10}`);
+      if (model.has(path)) return [];
+      const fifo = op.b % 2 === 0;
+      model.set(path, { kind: "other", block0: false, size: 0, type: fifo ? 0o010000 : 0o020000 });
+      return [`cd "${dir}"`, fifo ? `mknod n${op.c % 10} p` : `mknod n${op.c % 10} c ${op.b % 200} ${op.c % 200}`, "cd /"];
+    }
     case "rename": {
       const from = pick(named, op.a);
       if (!from) return [];
@@ -178,7 +194,7 @@ function apply(op: Op, model: Model, blockSize: number, hostDir: string, step: n
     case "chmod": {
       const path = pick(all, op.a)!;
       const entry = model.get(path)!;
-      const type = { file: 0o100000, dir: 0o040000, symlink: 0o120000, other: 0 }[entry.kind];
+      const type = { file: 0o100000, dir: 0o040000, symlink: 0o120000, other: entry.type ?? 0 }[entry.kind];
       return [`sif "${path}" mode 0${(type | (op.b % 0o10000)).toString(8)}`];
     }
     case "chown": {
