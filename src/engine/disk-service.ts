@@ -380,6 +380,16 @@ export class DiskService {
     return { ...this.opened.base.stats };
   }
 
+  /** Indexes of base chunks with a block the machine changed, as seen from `point` (read only; the crash tests). */
+  changedChunksAt(point: Point): Promise<number[]> {
+    return this.opened.changedChunks(point);
+  }
+
+  /** The disk's bytes as they were at `point`, without moving "now" (read only; the crash tests). */
+  readAt(point: Point, offset: number, length: number): Promise<Uint8Array> {
+    return this.opened.readAt(point, offset, length);
+  }
+
   // ── checkpoints and rewinds ─────────────────────────────────────────────────────────────────
 
   /** The disk point after every write issued so far: call it in the same task as save_state(). */
