@@ -202,7 +202,9 @@ export function createRepoHandler(options: RepoServerOptions): Handler {
     const path = url.pathname;
     const isRepo = path.startsWith(REPO_PREFIX) || path === "/repo";
     if (!isRepo && !appRoot) {
-      next?.();
+      // Inside Vite its own handlers answer; a server of the repository alone has nothing else.
+      if (next) next();
+      else sendError(res, 404, `Not found: ${path} (this server holds only the repository, at ${REPO_PREFIX})`);
       return;
     }
     record(req, res, options.onRequest);

@@ -47,8 +47,23 @@ export function snapshotHash(id: string): string {
   return `#/s/${id}`;
 }
 
+/** A repository's base URL as files below it resolve against: ".../repo" is taken as ".../repo/". */
+function asBase(url: string): string {
+  const href = new URL(url, document.baseURI).href;
+  return href.endsWith("/") ? href : `${href}/`;
+}
+
 /** Base URL of the image repository: served next to the app unless configured otherwise. */
 export function repositoryUrl(): string {
-  const configured = import.meta.env.VITE_SANDGLASS_REPO as string | undefined;
-  return new URL(configured ?? "repo/", document.baseURI).href;
+  return asBase(import.meta.env.VITE_SANDGLASS_REPO || "repo/");
+}
+
+/**
+ * Where publishing uploads the repository's snapshots: a Sandglass server's repository URL
+ * (`VITE_SANDGLASS_PUBLISH`), which checks every upload, when reads come straight from a bucket
+ * or CDN that must take no writes; unset, the repository itself (its server takes them).
+ */
+export function publishUrl(): string {
+  const configured = import.meta.env.VITE_SANDGLASS_PUBLISH;
+  return configured ? asBase(configured) : repositoryUrl();
 }

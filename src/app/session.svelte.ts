@@ -459,6 +459,8 @@ export class Session {
     const api = this.bridge?.api;
     if (!api) return;
     const brought = this.machine?.source.repo === LOCAL_REPO;
+    // Uploads go where this repository takes them, which reads may not (route.ts publishUrl).
+    const uploadTo = brought || this.machine?.source.repo === this.repo ? this.startup.publish : undefined;
     this.share = { ...(this.share?.checkpoint.id === checkpoint.id ? this.share : {}), checkpoint, phase: "publishing" };
     void api.exportEstimate(checkpoint.id).then(
       (fileBytes) => {
@@ -469,11 +471,11 @@ export class Session {
     const token = localStorage.getItem(TOKEN_KEY) ?? undefined;
     try {
       if (brought && !confirmed) {
-        const upload = await api.publishEstimate(checkpoint.id, this.repo, token);
+        const upload = await api.publishEstimate(checkpoint.id, this.startup.publish, token);
         this.share = { ...this.share, checkpoint, phase: "confirm", upload };
         return;
       }
-      const result = await api.publish(checkpoint.id, { ...(token ? { token } : {}), ...(brought ? { repo: this.repo } : {}) });
+      const result = await api.publish(checkpoint.id, { ...(token ? { token } : {}), ...(uploadTo ? { repo: uploadTo } : {}) });
       this.share = {
         ...this.share,
         checkpoint,

@@ -8,11 +8,13 @@ import { DiskBridge } from "../bridge/disk-bridge.ts";
 import type { MachineInfo } from "../engine/disk-service.ts";
 import { preloadEmulator, type EmulatorFiles } from "../vm/machine.ts";
 import { chooseRelay } from "./relay.ts";
-import { parseRoute, repositoryUrl, type Route } from "./route.ts";
+import { parseRoute, publishUrl, repositoryUrl, type Route } from "./route.ts";
 
 export interface Startup {
   route: Route;
   repo: string;
+  /** Where publishing uploads this repository's snapshots (route.ts publishUrl). */
+  publish: string;
   bridge: DiskBridge;
   /** The worker opening the machine the route names. */
   opening: Promise<MachineInfo>;
@@ -40,5 +42,5 @@ export function beginStartup(): StartupResult {
   // Both are awaited (and their failures shown) by the Session.
   opening.catch(() => undefined);
   files.catch(() => undefined);
-  return { route, repo, bridge, opening, files, relay: chooseRelay() };
+  return { route, repo, publish: publishUrl(), bridge, opening, files, relay: chooseRelay() };
 }

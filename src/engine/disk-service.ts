@@ -546,12 +546,13 @@ export class DiskService {
 
   /**
    * Publishes a checkpoint as a snapshot; returns its id and cost. A machine of a repository image
-   * publishes to that repository; one of an image a person brought (only this browser has it)
+   * publishes to that repository, through `options.repo` if given (its server's URL when reads
+   * come from a bucket or CDN); one of an image a person brought (only this browser has it)
    * to `options.repo`, uploading the image's chunks it lacks too: ask first (publishEstimate).
    */
   async publish(checkpointId: string, options: { token?: string; repo?: string } = {}): Promise<UploadResult> {
     const base = this.opened.base;
-    if (base.repoUrl !== LOCAL_REPO) return uploadSnapshot(base.repoUrl, await this.snapshotOf(checkpointId), this.deps.fetch, options.token);
+    if (base.repoUrl !== LOCAL_REPO) return uploadSnapshot(options.repo ?? base.repoUrl, await this.snapshotOf(checkpointId), this.deps.fetch, options.token);
     const repo = this.broughtTarget(options.repo);
     const snapshot = await this.broughtSnapshot(checkpointId);
     const load = (ref: string) => base.getRef(ref, null, "a chunk of the image");
