@@ -120,6 +120,7 @@ test("reads come from the bucket, a point is published through the server, anoth
   expect(link.startsWith(`${app.server.url}#/s/`)).toBe(true);
   const id = /#\/s\/([a-z2-7]{26})$/.exec(link)![1]!;
 
+  expect(uploads.requests.some((r) => r.method === "OPTIONS" && r.status === 204)).toBe(true);
   const api = uploads.requests.filter((r) => r.method !== "OPTIONS");
   expect(api.some((r) => r.method === "POST" && r.path === "/repo/api/missing" && r.status === 200)).toBe(true);
   const chunkPuts = api.filter((r) => r.method === "PUT" && r.path.startsWith("/repo/chunks/"));
