@@ -56,6 +56,9 @@ export interface TransferStats {
   cacheChunks: number;
   cacheBytes: number;
   zeroChunks: number;
+  /** A URL image's size, and its bytes not fetched from the server yet (absent for other images). */
+  remoteBytes?: number;
+  remoteUnreadBytes?: number;
 }
 
 export type Fetch = (input: string, init?: RequestInit) => Promise<Response>;
@@ -159,7 +162,15 @@ export class ChunkSource {
         this.known[index] = 1;
         this.manifest.chunks[index] = hash;
       }
+      this.stats.remoteBytes = remoteChunks.blocks.identity.size;
+      this.stats.remoteUnreadBytes = 0;
+      this.known.forEach((k, i) => (this.stats.remoteUnreadBytes! += k ? 0 : this.remoteLength(i)));
     }
+  }
+
+  /** Bytes of chunk `index` that come from a URL image's file (its last chunk may be short). */
+  private remoteLength(index: number): number {
+    return Math.min(chunkLength(this.manifest, index), this.remoteChunks!.blocks.identity.size - index * this.manifest.chunkSize);
   }
 
   /** The URL image's pinned identity (null for repository and imported images). */
@@ -299,7 +310,7 @@ export class ChunkSource {
   private async fetchRemote(index: number): Promise<Uint8Array> {
     const { blocks } = this.remoteChunks!;
     const length = chunkLength(this.manifest, index);
-    const fromFile = Math.min(length, blocks.identity.size - index * this.chunkSize);
+    const fromFile = this.remoteLength(index);
     const data = await blocks.fetchChunk(index, fromFile);
     if (fromFile === length) return data;
     const padded = new Uint8Array(length);
@@ -325,6 +336,7 @@ export class ChunkSource {
         remote.pins.set(index, hash);
         this.manifest.chunks[index] = hash;
         this.known![index] = 1;
+        this.stats.remoteUnreadBytes! -= this.remoteLength(index);
         if (!hash) return this.zero.subarray(0, data.byteLength);
         this.memory.set(hash, data);
         return data;

@@ -76,7 +76,7 @@ test("a hard disk image from a URL boots read by Range, writes, rewinds, reloads
   await page.getByTestId("import-memory").selectOption("64");
   await boot(page);
   await expect(page.getByTestId("machine-name")).toHaveText("disk.img");
-  await waitForShell(page);
+  await waitForShell(page, 600_000); // a cold boot of the kernel: minutes on a busy machine
   const booted = host.sent("disk.img");
   console.log(fetched("disk.img", 256 * 2 ** 20));
   // Copy-on-read: booting read a small part of the disk (the image holds 8 MiB of data).
@@ -96,10 +96,15 @@ test("a hard disk image from a URL boots read by Range, writes, rewinds, reloads
   // What was read is kept in this browser: the reload fetched only the one block it checks again.
   expect(host.sent("disk.img").requests - booted.requests).toBeLessThan(40);
 
-  // The file carries the whole disk: what was never read is fetched for it (a link would upload
-  // it, so the dialog asks first).
+  // The file carries the whole disk: what was never read is fetched for it, the dialog showing how
+  // far (a link would upload it, so the dialog asks first).
   await page.getByTestId("share-now").click();
+  const rest = page.getByTestId("remote-fetch").locator("progress");
+  await expect(rest).toHaveAttribute("max", String(256 * 2 ** 20));
+  const readAtFirst = Number(await rest.getAttribute("value"));
+  await expect.poll(async () => Number((await rest.getAttribute("value")) ?? Infinity)).toBeGreaterThan(readAtFirst);
   await expect(page.getByTestId("share-dialog")).toHaveAttribute("data-phase", "confirm", { timeout: 300_000 });
+  await expect(rest).toHaveCount(0);
   await expect(page.getByTestId("export-file")).toContainText(/at most \d+(\.\d)? MiB/);
   const file = await downloadFile(page, 600_000);
   console.log(`after export: ${fetched("disk.img", 256 * 2 ** 20)}`);

@@ -94,6 +94,24 @@ describe("opening an image from a URL", () => {
     expect(await store.getManifest(manifestUrl(source))).toBeUndefined();
   });
 
+  it("counts the bytes of the file not fetched yet, down to none once fetchAll has read the rest", async () => {
+    const store = await freshStore();
+    const { state, fetchFn } = host();
+    state.file = iso(1 * MiB - 4 * KiB, 2); // a short last chunk: counted by its bytes in the file
+    const { source } = await importUrl(store, URL_, settings, fetchFn);
+    const base = await openBase(store, fetchFn, source);
+    expect(base.stats.remoteBytes).toBe(state.file.length);
+    const unread = base.stats.remoteUnreadBytes!;
+    expect(unread).toBeGreaterThan(state.file.length - 2 * 64 * KiB); // the probe pinned at most the start
+    await base.get(5);
+    expect(base.stats.remoteUnreadBytes).toBeLessThanOrEqual(unread - 64 * KiB);
+    await base.fetchAll();
+    expect(base.unknownChunks).toBe(0);
+    expect(base.stats.remoteUnreadBytes).toBe(0);
+    // A later visit starts from what is pinned.
+    expect((await openBase(store, fetchFn, source)).stats.remoteUnreadBytes).toBe(0);
+  });
+
   it("refuses a file that changed (ETag), while chunks pinned before still read", async () => {
     const store = await freshStore();
     const { state, fetchFn } = host();
