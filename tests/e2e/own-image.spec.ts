@@ -64,7 +64,7 @@ test("a hard disk image from a file boots, writes, checkpoints, rewinds, reloads
   await importAndOpen(page);
   console.log(`imported the 256 MiB raw disk in ${Date.now() - started} ms`);
   await expect(page.getByTestId("machine-name")).toHaveText("disk.img");
-  await waitForShell(page, 300_000); // a cold boot of the kernel: minutes on a busy machine
+  await waitForShell(page, 600_000); // a cold boot of the kernel: minutes on a busy machine
   const after = await storageCounts(page);
   expect(after.machines).toBe(before.machines + 1);
   expect(after.manifests).toBe(before.manifests + 1);
