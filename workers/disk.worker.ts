@@ -29,4 +29,10 @@ class WorkerDiskService extends DiskService {
   }
 }
 
-expose(new WorkerDiskService({ fetch: (input, init) => fetch(input, init), acquireLock }));
+expose(
+  new WorkerDiskService({
+    fetch: (input, init) => fetch(input, init),
+    acquireLock,
+    estimate: () => navigator.storage.estimate(),
+  }),
+);

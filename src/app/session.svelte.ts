@@ -7,7 +7,10 @@ import { OwnImageImport } from "./own-image.svelte.ts";
 import type { V86 } from "v86";
 import { DiskBridge, handOver } from "../bridge/disk-bridge.ts";
 import type { TransferStats } from "../engine/chunk-source.ts";
-import type { CheckpointSummary, MachineInfo, Timeline } from "../engine/disk-service.ts";
+import type { CheckpointSummary, MachineInfo, StorageReport, Timeline } from "../engine/disk-service.ts";
+import type { SweepResult } from "../engine/history-sweep.ts";
+import type { RetentionSetting } from "../engine/store-format.ts";
+import { formatBytes } from "./format.ts";
 import { LOCAL_REPO, type Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine, type EmulatorFiles } from "../vm/machine.ts";
@@ -52,6 +55,13 @@ export interface ShareState {
 
 const TOKEN_KEY = "sandglass:upload-token";
 
+/** The storage panel: the worker's report plus what only the page can ask the browser. */
+export interface StorageView extends StorageReport {
+  /** This origin's use and quota (navigator.storage.estimate), if the browser says. */
+  usage: number | null;
+  quota: number | null;
+}
+
 export class Session {
   status = $state<Status>("opening");
   error = $state<string | null>(null);
@@ -73,6 +83,14 @@ export class Session {
   sharedFiles = $state<SharedFile[] | null>(null);
   /** The guest network's backend: "fetch" (HTTP through the browser) or a wisp relay URL. */
   relay = $state("fetch");
+  /** The storage panel's content (refreshStorage), or null before it was first asked for. */
+  storage = $state<StorageView | null>(null);
+  /**
+   * Whether the browser keeps this site's storage when it runs short (navigator.storage.persist(),
+   * asked at the first checkpoint); null until known.
+   */
+  persisted = $state<boolean | null>(null);
+  private persistenceAsked = false;
 
   private bridge: DiskBridge | undefined;
   private emulator: V86 | undefined;
@@ -299,6 +317,7 @@ export class Session {
         ...(thumbnail ? { thumbnail } : {}),
       });
       this.lastCheckpoint = { pauseMs, storedBytes: saved.storedBytes };
+      if (!this.persistenceAsked) void this.askPersistence();
       // A stored checkpoint means storage works again (its disk writes were stored first).
       if (this.notice !== null && this.notice === this.storageNotice) this.notice = this.storageNotice = null;
       this.unsaved = this.activity !== activity;
@@ -519,6 +538,91 @@ export class Session {
     }
   }
 
+  // ── storage ─────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Asks the browser to keep this site's storage when it runs short (once, at the first
+   * checkpoint: the person now has work here). The answer is shown in the storage panel.
+   */
+  private async askPersistence(): Promise<void> {
+    this.persistenceAsked = true;
+    try {
+      this.persisted = (await navigator.storage?.persisted?.()) || ((await navigator.storage?.persist?.()) ?? false);
+    } catch {
+      this.persisted = false;
+    }
+  }
+
+  /** Fills the storage panel: every machine's use, the image cache, the quota, the retention rule. */
+  async refreshStorage(): Promise<void> {
+    const api = this.bridge?.api;
+    if (!api) return;
+    const [report, estimate, persisted] = await Promise.all([
+      api.storageReport(),
+      navigator.storage?.estimate?.().catch(() => undefined),
+      navigator.storage?.persisted?.().catch(() => undefined),
+    ]);
+    if (persisted !== undefined) this.persisted = persisted;
+    this.storage = { ...report, usage: estimate?.usage ?? null, quota: estimate?.quota ?? null };
+  }
+
+  /** Thins the open machine's history now (by the rule, or `rule` to try one); says what it freed. */
+  async thinNow(rule?: RetentionSetting["rule"]): Promise<SweepResult | undefined> {
+    const api = this.bridge?.api;
+    if (!api) return undefined;
+    try {
+      const result = await api.thin(rule);
+      this.notice =
+        result.checkpoints + result.markers === 0
+          ? "Nothing to thin: the retention rule keeps every point of this machine."
+          : `Thinned the history: ${result.checkpoints} checkpoints and ${result.markers} quiet points removed, ${formatBytes(Math.max(0, result.freedBytes))} freed.`;
+      await Promise.all([this.refreshTimeline(), this.refreshStorage()]);
+      return result;
+    } catch (err) {
+      this.notice = describe(err);
+      return undefined;
+    }
+  }
+
+  async setRetention(setting: RetentionSetting): Promise<void> {
+    try {
+      await this.bridge?.api.setRetention(setting);
+    } catch (err) {
+      this.notice = describe(err);
+    }
+    await this.refreshStorage();
+  }
+
+  /** Deletes a branch (and those forked from it) with its points; says what it freed. */
+  async deleteBranch(id: number): Promise<void> {
+    const api = this.bridge?.api;
+    if (!api) return;
+    try {
+      const result = await api.deleteBranch(id);
+      this.notice = `Deleted ${result.branches === 1 ? `branch ${id}` : `branch ${id} and ${result.branches - 1} forked from it`}: ${formatBytes(Math.max(0, result.freedBytes))} freed.`;
+    } catch (err) {
+      this.notice = describe(err);
+    }
+    await Promise.all([this.refreshTimeline(), this.storage ? this.refreshStorage() : undefined]);
+  }
+
+  async setImageCacheBudget(bytes: number): Promise<void> {
+    try {
+      await this.bridge?.api.setImageCacheBudget(bytes);
+    } catch (err) {
+      this.notice = describe(err);
+    }
+    await this.refreshStorage();
+  }
+
+  async clearImageCache(): Promise<void> {
+    const api = this.bridge?.api;
+    if (!api) return;
+    const freed = await api.clearImageCache();
+    this.notice = `Cleared ${formatBytes(freed.bytes)} of downloaded images (they are fetched again when needed).`;
+    await this.refreshStorage();
+  }
+
   // ── machines ────────────────────────────────────────────────────────────────────────────────
 
   async refreshMachines(): Promise<void> {
@@ -541,7 +645,7 @@ export class Session {
     } catch (err) {
       this.notice = describe(err);
     }
-    await this.refreshMachines();
+    await Promise.all([this.refreshMachines(), this.storage ? this.refreshStorage() : undefined]);
   }
 
   private banner(text: string): void {

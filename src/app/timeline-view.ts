@@ -14,6 +14,8 @@ export interface Lane {
   branch: BranchRecord;
   /** True for the branch "now" is on. */
   current: boolean;
+  /** True for the branches "now" descends from (and its own): they cannot be deleted. */
+  onPath: boolean;
   /** Points of this branch, at most one per pixel column (the newest), for drawing. */
   points: TimelinePoint[];
   /** Newest checkpoint of the branch: where "switch to this branch" goes. */
@@ -48,6 +50,7 @@ export function historyPoints(timeline: Timeline): TimelinePoint[] {
 export function lanes(timeline: Timeline, columns: number): { lanes: Lane[]; start: number; end: number } {
   const all = toPoints(timeline);
   const times = [...all.map((p) => p.time), ...timeline.branches.map((b) => b.created), ...timeline.activity.map((a) => a.time)];
+  const path = new Set(ancestry(new Map(timeline.branches.map((b) => [b.id, b])), timeline.now).map((s) => s.branch));
   const start = Math.min(...times);
   const end = Math.max(...times, start + 1);
   const result = timeline.branches
@@ -68,6 +71,7 @@ export function lanes(timeline: Timeline, columns: number): { lanes: Lane[]; sta
       return {
         branch,
         current: branch.id === timeline.now.branch,
+        onPath: path.has(branch.id),
         points: [...byColumn.values()],
         newestCheckpoint: newest?.kind === "checkpoint" ? newest.checkpoint : undefined,
         start: Math.min(branch.created, ...times),

@@ -32,7 +32,19 @@ const FINGERPRINTS = 200_000;
 const BACKGROUND_DELAY_MS = 5000;
 
 /** A piece's place as the key of the in-memory cache. */
-const placeKey = ([pack, index]: Place) => `${pack} ${index}`;
+export const placeKey = ([pack, index]: Place) => `${pack} ${index}`;
+
+/** What a committed sweep changed in a machine's checkpoints (see Checkpoints.exclusive). */
+export interface CheckpointSweep {
+  deleted: string[];
+  /** Records whose piece list was rewritten (pieces moved by compaction). */
+  rewritten: CheckpointRecord[];
+  /** placeKey of a piece that moved → its new place. */
+  moved: Map<string, Place>;
+  /** placeKeys of pieces deleted. */
+  dead: Set<string>;
+  nextPack: number;
+}
 
 export class Checkpoints {
   /** Pieces held in memory, by placeKey. */
@@ -45,6 +57,10 @@ export class Checkpoints {
   private hurry: (() => void) | undefined;
   /** A background write that failed (a full quota, say): retried before the next checkpoint's. */
   private unstored: (() => Promise<void>) | undefined;
+  /** Checkpoints in use from memory whose background write has not landed yet. */
+  private readonly pending = new Set<string>();
+  /** Saves and sweeps, one at a time: a sweep must never see half a save's dedup decisions. */
+  private queue: Promise<unknown> = Promise.resolve();
   onBackgroundError: (err: unknown) => void = () => undefined;
 
   private constructor(
@@ -75,7 +91,18 @@ export class Checkpoints {
    * failed write is reported to `onBackgroundError` and tried again by the next save. Its
    * `storedBytes` counts only the record until its packs are stored.
    */
-  async save(point: Point, state: Uint8Array, options: SaveOptions, background = false): Promise<CheckpointRecord> {
+  save(point: Point, state: Uint8Array, options: SaveOptions, background = false): Promise<CheckpointRecord> {
+    return this.serial(() => this.saveNow(point, state, options, background));
+  }
+
+  /** Runs `fn` after every save and sweep queued before it. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async saveNow(point: Point, state: Uint8Array, options: SaveOptions, background: boolean): Promise<CheckpointRecord> {
     const pieces = splitState(state);
     const refs = new Uint32Array(2 * pieces.length);
     // New pieces, placed in packs numbered from nextPack; known to identify() only once stored
@@ -135,6 +162,7 @@ export class Checkpoints {
     };
     if (background) {
       learn();
+      this.pending.add(record.id);
       // Deferred: storing tens of MiB competes for the CPU with the emulator starting up.
       const delay = new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, BACKGROUND_DELAY_MS);
@@ -143,13 +171,17 @@ export class Checkpoints {
           resolve();
         };
       });
+      const stored = async () => {
+        await write();
+        this.pending.delete(record.id);
+      };
       this.writing = delay
         .then(() => {
           this.hurry = undefined;
-          return write();
+          return stored();
         })
         .catch((err: unknown) => {
-          this.unstored = write;
+          this.unstored = stored;
           this.onBackgroundError(err);
         });
     } else {
@@ -226,8 +258,67 @@ export class Checkpoints {
     return Promise.resolve([...this.records]);
   }
 
+  /** Records that a checkpoint was published as snapshot `id` (it is then never thinned). */
+  markPublished(checkpoint: string, id: string): Promise<void> {
+    return this.serial(async () => {
+      const record = this.records.find((r) => r.id === checkpoint);
+      if (!record || record.published?.includes(id)) return;
+      record.published = [...(record.published ?? []), id];
+      // A background checkpoint is stored whole by its own write, with this field.
+      if (!this.pending.has(record.id)) await this.store.putCheckpointRecord(record);
+    });
+  }
+
+  /** True while a checkpoint is usable from memory only (its background write has not landed). */
+  isPending(id: string): boolean {
+    return this.pending.has(id);
+  }
+
+  /**
+   * Runs a sweep (history-sweep.ts) with every checkpoint stored and no save running; `fn` gets
+   * the records and the next free pack number, and returns what it changed, applied here after.
+   */
+  exclusive<T>(fn: (view: { records: readonly CheckpointRecord[]; nextPack: number }) => Promise<{ result: T; applied?: CheckpointSweep }>): Promise<T> {
+    return this.serial(async () => {
+      this.hurry?.();
+      await this.writing;
+      if (this.unstored) {
+        await this.unstored();
+        this.unstored = undefined;
+      }
+      const { result, applied } = await fn({ records: [...this.records], nextPack: this.nextPack });
+      if (applied) this.apply(applied);
+      return result;
+    });
+  }
+
+  /** Brings memory in line with a committed sweep: records gone or rewritten, pieces moved or dead. */
+  private apply(sweep: CheckpointSweep): void {
+    const gone = new Set(sweep.deleted);
+    const rewritten = new Map(sweep.rewritten.map((r) => [r.id, r]));
+    const kept = this.records.filter((r) => !gone.has(r.id)).map((r) => rewritten.get(r.id) ?? r);
+    this.records.splice(0, this.records.length, ...kept);
+    this.nextPack = Math.max(this.nextPack, sweep.nextPack);
+    // Pieces held under a place that moved are held under the new one; dead ones are forgotten,
+    // so no later checkpoint names a place that no longer exists.
+    const moved: [string, Place, Uint8Array | undefined][] = [];
+    for (const [from, to] of sweep.moved) moved.push([from, to, this.pieces.peek(from)]);
+    for (const [from] of sweep.moved) this.pieces.delete(from);
+    for (const key of sweep.dead) this.pieces.delete(key);
+    for (const [, to, piece] of moved) if (piece) this.pieces.set(placeKey(to), piece);
+    const relocated = new Map([...sweep.moved].map(([from, to]) => [from, to]));
+    for (const [fingerprint, place] of this.byFingerprint) {
+      const key = placeKey(place);
+      const to = relocated.get(key);
+      if (to) this.byFingerprint.set(fingerprint, to);
+      else if (sweep.dead.has(key)) this.byFingerprint.delete(fingerprint);
+    }
+  }
+
   /** Re-reads what is stored (after the machine's history was cleared). */
   async refresh(): Promise<void> {
+    this.pieces.clear();
+    this.byFingerprint.clear();
     this.nextPack = (await this.store.lastPack(this.machine)) + 1;
     this.records.splice(0, this.records.length, ...(await this.store.listCheckpoints(this.machine)));
   }

@@ -16,14 +16,24 @@ import {
 import { LOCAL_REPO, type MachineSource } from "./store-format.ts";
 import { gunzip } from "./gzip.ts";
 import type { RemoteBlocks, RemoteIdentity } from "./remote-image.ts";
+import type { ImageCache } from "./image-cache.ts";
 import { sha256Hex, sleep } from "./util.ts";
 
 /** Chunks kept decoded in the worker's memory, so read-modify-write and re-reads skip IndexedDB. */
 const MEMORY_BUDGET = 32 * 1024 * 1024;
 /** How many chunks ahead a sequential reader is prefetched. */
 const PREFETCH_AHEAD = 8;
-/** Attempts per chunk before a network failure is reported (with backoff between them). */
-const FETCH_ATTEMPTS = 4;
+/**
+ * How long a chunk's fetch keeps retrying a repository that is down (backoff doubling from half
+ * a second to RETRY_MAX_MS) before the machine stops with an error: Wi-Fi that comes back or a
+ * server restart resumes the guest without a reload; a repository gone for good does not hang it.
+ */
+export const OUTAGE_PATIENCE_MS = 45_000;
+const RETRY_MAX_MS = 8_000;
+/** Attempts for an answer that will not change by waiting (a missing chunk, a corrupt copy). */
+const DEFINITE_ATTEMPTS = 3;
+/** A request pending this long shows in the page as waited for. */
+const SLOW_AFTER_MS = 1_000;
 
 /** The repository served bytes that do not hash to the chunk's name. */
 export class IntegrityError extends Error {
@@ -59,6 +69,21 @@ export interface TransferStats {
   /** A URL image's size, and its bytes not fetched from the server yet (absent for other images). */
   remoteBytes?: number;
   remoteUnreadBytes?: number;
+  /** What the disk waits for from the repository, when it has waited a while or is retrying. */
+  waiting?: RepositoryWait | null;
+}
+
+/** A request the machine waits for: slow, or failed and about to be retried. */
+export interface RepositoryWait {
+  what: string;
+  /** When the first attempt started (ms since the epoch). */
+  since: number;
+  /** Failed attempts so far (0: slow, not failed). */
+  failures: number;
+  /** When the next attempt starts, while retrying. */
+  retryAt?: number;
+  /** Why the last attempt failed. */
+  reason?: string;
 }
 
 export type Fetch = (input: string, init?: RequestInit) => Promise<Response>;
@@ -117,7 +142,7 @@ export async function loadManifest(
   }
   // Kept for opening offline; a 2 GiB disk's manifest is ~1 MB, so opening does not wait for it.
   Promise.resolve(storage)
-    .then((store) => store.putManifest({ url, manifest, fetched: Date.now() }))
+    .then((store) => store.putManifest({ url, manifest, fetched: Date.now(), origin: "network" }))
     .catch(() => undefined);
   return manifest;
 }
@@ -142,6 +167,8 @@ export class ChunkSource {
   private readonly known: Uint8Array | null = null;
   private lastRead = -2;
   private verifying: Promise<void> | undefined;
+  /** The image cache's bookkeeping (use times, budget): set for repository images. */
+  cache: ImageCache | undefined;
 
   constructor(
     manifest: DiskManifest,
@@ -290,6 +317,7 @@ export class ChunkSource {
   private async loadCold(ref: string, hash: string, length: number | null, what: string, keep: boolean): Promise<Uint8Array> {
     const local = await this.store.getChunk(hash);
     if (local) {
+      this.cache?.used(hash);
       this.stats.cacheChunks++;
       this.stats.cacheBytes += local.byteLength;
       this.memory.set(hash, local);
@@ -302,7 +330,10 @@ export class ChunkSource {
     if (!keep) return data;
     this.memory.set(hash, data);
     // A full quota must not stop the guest: the chunk is still served from memory.
-    await this.store.putChunk(hash, data).catch(() => undefined);
+    await this.store.putChunk(hash, data).then(
+      () => this.cache?.stored(data.byteLength),
+      () => undefined,
+    );
     return data;
   }
 
@@ -346,11 +377,60 @@ export class ChunkSource {
     return pending;
   }
 
+  /** Requests in flight and retrying, oldest first: the page shows the oldest one waited for. */
+  private readonly waits = new Set<RepositoryWait>();
+
+  /** The request the machine has waited for longest, if it is slow or retrying (see TransferStats). */
+  private refreshWaiting(): void {
+    const now = Date.now();
+    let shown: RepositoryWait | null = null;
+    for (const w of this.waits) {
+      if (w.failures === 0 && now - w.since < SLOW_AFTER_MS) continue;
+      if (!shown || w.since < shown.since) shown = w;
+    }
+    this.stats.waiting = shown ? { ...shown } : null;
+  }
+
   private async fetchVerified(ref: string, hash: string, length: number | null, what: string): Promise<Uint8Array> {
+    const wait: RepositoryWait = { what, since: Date.now(), failures: 0 };
+    this.waits.add(wait);
+    // The counters are read on a timer: a slow request shows once it is slow, with no event.
+    const slow = setInterval(() => this.refreshWaiting(), SLOW_AFTER_MS / 2);
+    try {
+      return await this.fetchWithRetries(ref, hash, length, what, wait);
+    } finally {
+      clearInterval(slow);
+      this.waits.delete(wait);
+      this.refreshWaiting();
+    }
+  }
+
+  private async fetchWithRetries(ref: string, hash: string, length: number | null, what: string, wait: RepositoryWait): Promise<Uint8Array> {
     const url = new URL(chunkPath(ref), this.repoBase).href;
     let lastError: unknown;
-    for (let attempt = 0; attempt < FETCH_ATTEMPTS; attempt++) {
-      if (attempt > 0) await sleep(250 * 2 ** attempt);
+    /** The last failure, in a few words (for the page's waiting line). */
+    let cause = "";
+    let definite = 0;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 0) {
+        // Network failures and server errors wait out an outage; a definite answer (404, a bad
+        // copy) is asked again a few times only.
+        const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** (attempt - 1));
+        if (definite >= DEFINITE_ATTEMPTS || Date.now() + delay - wait.since > OUTAGE_PATIENCE_MS) {
+          if (definite >= DEFINITE_ATTEMPTS) throw lastError;
+          const seconds = Math.round((Date.now() - wait.since) / 1000);
+          throw new RepositoryError(
+            `The image repository could not be reached for ${seconds} s while fetching ${what} (${wait.reason ?? "no answer"}). ` +
+              "The machine is stopped and nothing it saved is lost; reload the page once the repository is back.",
+          );
+        }
+        wait.failures = attempt;
+        wait.retryAt = Date.now() + delay;
+        wait.reason = cause;
+        this.refreshWaiting();
+        await sleep(delay);
+        delete wait.retryAt;
+      }
       let body: Uint8Array;
       let inflated: boolean;
       let wireBytes: number;
@@ -363,7 +443,8 @@ export class ChunkSource {
         );
         if (!response.ok) {
           lastError = new RepositoryError(`The repository answered HTTP ${response.status} for ${what}.`);
-          if (response.status === 404) break;
+          cause = `HTTP ${response.status}`;
+          if (response.status === 404 || response.status === 410 || response.status === 403) definite++;
           continue;
         }
         body = new Uint8Array(await response.arrayBuffer());
@@ -372,6 +453,7 @@ export class ChunkSource {
         wireBytes = Number(response.headers.get("content-length")) || body.byteLength;
       } catch (err) {
         lastError = new RepositoryError(`Network error while fetching ${what}: ${String(err)}`);
+        cause = err instanceof Error ? err.message : String(err);
         continue;
       }
       this.stats.networkChunks++;
@@ -388,7 +470,8 @@ export class ChunkSource {
       const actual = await sha256Hex(data);
       if (actual === hash && (length === null || data.byteLength === length)) return data;
       lastError = new IntegrityError(what, hash, actual);
+      cause = "corrupt copy";
+      definite++;
     }
-    throw lastError;
   }
 }

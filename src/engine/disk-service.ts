@@ -35,7 +35,22 @@ import {
 import { RemoteBlocks, urlFileName } from "./remote-image.ts";
 import { isQuotaError, LocalStore } from "./local-store.ts";
 import { sleep } from "./util.ts";
-import { LOCAL_REPO, type InputSettings, type BranchRecord, type CheckpointRecord, type MachineRecord, type MachineSource, type MarkerRecord, type Point } from "./store-format.ts";
+import {
+  LOCAL_REPO,
+  SETTINGS,
+  type InputSettings,
+  type BranchRecord,
+  type CheckpointRecord,
+  type MachineRecord,
+  type MachineSource,
+  type MarkerRecord,
+  type Point,
+  type RetentionSetting,
+} from "./store-format.ts";
+import { ImageCache, type Eviction, type ImageCacheUsage } from "./image-cache.ts";
+import { checkRule, DEFAULT_RULE, planThinning } from "./retention.ts";
+import { INDEX_RECORD_BYTES, sweepHistory, type SweepResult } from "./history-sweep.ts";
+import { ancestry } from "./timeline.ts";
 
 /** Which machine to open: the given id, else the last opened machine of that source, else a new one. */
 export type OpenRequest =
@@ -64,8 +79,33 @@ export interface MachineInfo {
   remoteUrl: string | null;
 }
 
-/** A checkpoint as the timeline shows it (no piece list). */
-export type CheckpointSummary = Omit<CheckpointRecord, "refs" | "pieceCount">;
+/**
+ * A checkpoint as the timeline shows it (no piece list). `pending`: usable now but not stored yet
+ * (a shared snapshot's state, written in the background); a crash meanwhile loses it.
+ */
+export type CheckpointSummary = Omit<CheckpointRecord, "refs" | "pieceCount"> & { pending?: true };
+
+/** What one machine keeps in this browser (the storage panel). */
+export interface MachineUsage {
+  id: string;
+  name: string;
+  /** The machine open in this page. */
+  open: boolean;
+  /** Checkpoints' machine states, the disk index and log, markers: what rewinds need. */
+  historyBytes: number;
+  /** The guest's own disk writes (never evicted). */
+  dataBytes: number;
+  checkpoints: number;
+  points: number;
+  branches: number;
+}
+
+/** The storage panel's content (the quota and persistence come from the page). */
+export interface StorageReport {
+  machines: MachineUsage[];
+  imageCache: ImageCacheUsage;
+  retention: RetentionSetting;
+}
 
 /** Writes of one branch grouped in time buckets, so thousands of writes draw as a few bars. */
 export interface ActivityBucket {
@@ -89,6 +129,8 @@ export interface Timeline {
 
 export interface ServiceDeps {
   fetch: Fetch;
+  /** This origin's storage use and quota (navigator.storage.estimate), for eviction under pressure. */
+  estimate?: () => Promise<{ usage?: number; quota?: number }>;
   /** Takes an exclusive, tab-wide lock; false when another tab holds it. */
   acquireLock?: (name: string) => Promise<boolean>;
   /** IndexedDB database name (tests use their own). */
@@ -111,6 +153,12 @@ const SHARED_SAVE_DELAY_MS = 3000;
 const SHARED_HANDOUT_WAIT_MS = 10_000;
 /** Width of an activity bucket on the timeline. */
 const ACTIVITY_BUCKET_MS = 1000;
+/** Automatic thinning runs after this many new checkpoints, or this long after the last one. */
+const THIN_EVERY_CHECKPOINTS = 30;
+const THIN_EVERY_MS = 10 * 60 * 1000;
+/** What a quota error evicts from the image cache before the write is tried again. */
+const PRESSURE_EVICT_BYTES = 64 * 1024 * 1024;
+const DEFAULT_RETENTION: RetentionSetting = { rule: DEFAULT_RULE, auto: true };
 
 /** Two machine shapes a state moves between only by starting a new emulator. */
 const sameShape = (a: Hardware, b: Hardware) =>
@@ -124,6 +172,21 @@ const sameShape = (a: Hardware, b: Hardware) =>
 const BOOTABLE_VGA = new Set([2, 8, 16].map((m) => m * 2 ** 20));
 const sameSource = (a: MachineSource, b: MachineSource) => a.repo === b.repo && a.kind === b.kind && a.name === b.name;
 const summary = ({ refs: _refs, pieceCount: _count, ...rest }: CheckpointRecord): CheckpointSummary => rest;
+
+/** A branch and every branch forked from it, at any depth. */
+function withDescendants(branches: readonly BranchRecord[], id: number): Set<number> {
+  const out = new Set([id]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const b of branches) {
+      if (b.parent !== null && out.has(b.parent) && !out.has(b.id)) {
+        out.add(b.id);
+        grew = true;
+      }
+    }
+  }
+  return out;
+}
 
 /** A published machine state as fetched: its pieces (stored later as a checkpoint) and the whole. */
 interface FetchedState {
@@ -183,12 +246,25 @@ export class DiskService {
   /** A brought image's snapshot between its publishEstimate and its publish. */
   private pendingSnapshot: { checkpoint: string; snapshot: SnapshotFiles } | undefined;
   private activitySeq = 0;
+  /** Bumped when the log is rewritten (reset, sweep): summaries read before it are dropped. */
+  private activityGeneration = 0;
+  private imageCacheInstance: ImageCache | undefined;
+  /** Checkpoints saved since the last thinning, and when it ran (see maybeThin). */
+  private checkpointsSinceThin = 0;
+  private lastThin = Date.now();
+  private thinning: Promise<SweepResult> | undefined;
+  private autoThinning = false;
 
   constructor(private readonly deps: ServiceDeps) {}
 
   private store(): Promise<LocalStore> {
     this.storePromise ??= LocalStore.open(this.deps.dbName);
     return this.storePromise;
+  }
+
+  private get imageCache(): ImageCache {
+    this.imageCacheInstance ??= new ImageCache(this.store(), this.deps.estimate);
+    return this.imageCacheInstance;
   }
 
   private get opened(): Disk {
@@ -245,7 +321,16 @@ export class DiskService {
       manifest.machine && !(await store.listCheckpoints(machine.id)).length ? fetchState(base, manifest.machine) : null;
     sharedState?.catch(() => undefined); // reported through restoreCheckpoint
     this.disk = await Disk.open(store, base, machine);
-    this.disk.onFlushError = (err) => this.errorListener?.(storageFailure(err, "the latest disk writes"));
+    this.disk.onFlushError = (err) => {
+      this.errorListener?.(storageFailure(err, "the latest disk writes"));
+      // Room first (the image cache can be fetched again), then the writes held in memory are
+      // stored again.
+      if (!isQuotaError(err)) return;
+      void this.imageCache.evict(PRESSURE_EVICT_BYTES).then(
+        (freed) => (freed.bytes > 0 ? this.disk?.flush() : undefined),
+        () => undefined,
+      ).catch(() => undefined);
+    };
     this.disk.onQuiet = () => this.changeListener?.();
     this.checkpoints = await Checkpoints.open(store, machine.id);
     this.imageHardware = hardwareOf(manifest);
@@ -291,7 +376,11 @@ export class DiskService {
    */
   private async baseOf(store: LocalStore, source: MachineSource, manifest: DiskManifest): Promise<ChunkSource> {
     const record = source.repo === LOCAL_REPO ? await store.getManifest(manifestUrl(source)) : undefined;
-    if (!record?.remote) return new ChunkSource(manifest, source.repo, store, this.deps.fetch);
+    if (!record?.remote) {
+      const base = new ChunkSource(manifest, source.repo, store, this.deps.fetch);
+      base.cache = this.imageCache;
+      return base;
+    }
     const blocks = new RemoteBlocks(record.remote, manifest.chunkSize, this.deps.fetch);
     const pins = await store.listPins(record.url);
     const base = new ChunkSource(manifest, source.repo, store, this.deps.fetch, { blocks, pins, key: record.url });
@@ -372,6 +461,7 @@ export class DiskService {
     await this.settled();
     await this.opened.reset();
     await this.saved.refresh();
+    this.activityGeneration++;
     this.activity = [];
     this.activitySeq = 0;
   }
@@ -390,6 +480,14 @@ export class DiskService {
     return this.opened.readAt(point, offset, length);
   }
 
+  /**
+   * Loads a checkpoint's machine state as a restore would (every piece found, the whole the size
+   * it was saved at) and returns its size, without restoring it (read only; the crash tests).
+   */
+  async checkpointBytes(id: string): Promise<number> {
+    return (await this.saved.load(id)).state.byteLength;
+  }
+
   // ── checkpoints and rewinds ─────────────────────────────────────────────────────────────────
 
   /** The disk point after every write issued so far: call it in the same task as save_state(). */
@@ -405,8 +503,23 @@ export class DiskService {
     };
     // The writes before the checkpoint are stored first: a stored checkpoint must never point past
     // the stored log (a reload would restore RAM over a disk that lacks its last writes).
-    await this.opened.flush().catch(failed);
-    const record = await this.saved.save(point, state, { ...options, hardware: this.hardware }).catch(failed);
+    // A full quota: make room in the image cache (it can be fetched again) and try once more.
+    const withRoom = async <T>(attempt: () => Promise<T>): Promise<T> => {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (!isQuotaError(err)) throw err;
+        // Tried again even if this eviction freed nothing: one started by a failed background
+        // flush may just have made room.
+        await this.imageCache.evict(PRESSURE_EVICT_BYTES);
+        return attempt();
+      }
+    };
+    await withRoom(() => this.opened.flush()).catch(failed);
+    const record = await withRoom(() => this.saved.save(point, state, { ...options, hardware: this.hardware })).catch(failed);
+    this.checkpointsSinceThin++;
+    void this.maybeThin();
+    void this.imageCache.enforce().catch(() => undefined);
     return summary(record);
   }
 
@@ -466,6 +579,11 @@ export class DiskService {
     // A cold boot departs from any checkpoint at that point: what follows is a new future.
     await this.settled();
     const checkpointHere = (await this.saved.list()).some((c) => c.branch === point.branch && c.seq === point.seq);
+    // Only kept points can be gone back to: a thinned one's disk versions may be deleted.
+    const store = await this.store();
+    const markerHere = (await store.listMarkers(this.opened.id)).some((m) => m.branch === point.branch && m.seq === point.seq);
+    const tip = this.opened.branchList().some((b) => b.id === point.branch && b.head === point.seq);
+    if (!checkpointHere && !markerHere && !tip) throw new Error("That point is no longer in this machine's history (it was thinned).");
     await this.opened.seek(point, checkpointHere);
   }
 
@@ -480,13 +598,19 @@ export class DiskService {
     await disk.flush();
     // Activity is summarised incrementally: only log records since the last call are read, so
     // the timeline's cost does not grow with the length of history.
+    const generation = this.activityGeneration;
     const [markers, checkpoints, log] = await Promise.all([
       store.listMarkers(disk.id),
       this.checkpointSummaries(),
       store.listLog(disk.id, this.activitySeq + 1),
     ]);
-    this.activity = bucketActivity(log, this.activity);
-    this.activitySeq = log.at(-1)?.seq ?? this.activitySeq;
+    // Calls overlap: another may have summarised some of these meanwhile, or the log may have
+    // been rewritten since this one read it (a reset or a sweep: then it is summarised anew).
+    if (generation === this.activityGeneration) {
+      const fresh = log.filter((r) => r.seq > this.activitySeq);
+      this.activity = bucketActivity(fresh, this.activity);
+      this.activitySeq = fresh.at(-1)?.seq ?? this.activitySeq;
+    }
     const markerIds = new Set(checkpoints.map((c) => c.id));
     return {
       now: disk.now,
@@ -512,9 +636,10 @@ export class DiskService {
 
   /** This machine's checkpoints, with a shared point still being stored listed as announced. */
   private async checkpointSummaries(): Promise<CheckpointSummary[]> {
-    const stored = (await this.saved.list()).map(summary);
-    const pending = this.shared?.summary;
-    return pending && !stored.some((c) => c.id === pending.id) ? [...stored, pending] : stored;
+    const checkpoints = this.saved;
+    const stored = (await checkpoints.list()).map((c) => (checkpoints.isPending(c.id) ? { ...summary(c), pending: true as const } : summary(c)));
+    const announced = this.shared?.summary;
+    return announced && !stored.some((c) => c.id === announced.id) ? [...stored, { ...announced, pending: true }] : stored;
   }
 
   /**
@@ -552,12 +677,18 @@ export class DiskService {
    */
   async publish(checkpointId: string, options: { token?: string; repo?: string } = {}): Promise<UploadResult> {
     const base = this.opened.base;
-    if (base.repoUrl !== LOCAL_REPO) return uploadSnapshot(options.repo ?? base.repoUrl, await this.snapshotOf(checkpointId), this.deps.fetch, options.token);
-    const repo = this.broughtTarget(options.repo);
-    const snapshot = await this.broughtSnapshot(checkpointId);
-    const load = (ref: string) => base.getRef(ref, null, "a chunk of the image");
-    const result = await uploadSnapshot(repo, snapshot, this.deps.fetch, options.token, load);
-    this.pendingSnapshot = undefined;
+    let result: UploadResult;
+    if (base.repoUrl !== LOCAL_REPO) {
+      result = await uploadSnapshot(options.repo ?? base.repoUrl, await this.snapshotOf(checkpointId), this.deps.fetch, options.token);
+    } else {
+      const repo = this.broughtTarget(options.repo);
+      const snapshot = await this.broughtSnapshot(checkpointId);
+      const load = (ref: string) => base.getRef(ref, null, "a chunk of the image");
+      result = await uploadSnapshot(repo, snapshot, this.deps.fetch, options.token, load);
+      this.pendingSnapshot = undefined;
+    }
+    // A point shared as a link is never thinned (retention.ts).
+    await this.saved.markPublished(checkpointId, result.id);
     return result;
   }
 
@@ -619,8 +750,8 @@ export class DiskService {
   async importBundle(bytes: Uint8Array, repo: string): Promise<string> {
     const { manifest, contents } = await decodeBundle(bytes);
     const store = await this.store();
-    for (const [hash, content] of contents) await store.putChunk(hash, content);
-    await store.putManifest({ url: manifestUrl({ repo, kind: "snapshot", name: manifest.name }), manifest, fetched: Date.now() });
+    // One transaction: a crash keeps the whole snapshot or nothing of it.
+    await store.putBundle(contents, { url: manifestUrl({ repo, kind: "snapshot", name: manifest.name }), manifest, fetched: Date.now(), origin: "bundle" });
     return manifest.name;
   }
 
@@ -664,6 +795,131 @@ export class DiskService {
     await store.deleteMachine(id);
     // An image brought into this browser goes with the last machine that used it.
     if (machine) await forgetOwnImage(store, machine.source);
+  }
+
+  // ── storage: what is kept, thinning, the image cache ────────────────────────────────────────
+
+  /** What every machine and the image cache keep in this browser, and the retention rule. */
+  async storageReport(): Promise<StorageReport> {
+    const store = await this.store();
+    // Counted as stored: writes a full quota holds in memory are not (they may never be).
+    await this.disk?.flush().catch(() => undefined);
+    const machines: MachineUsage[] = [];
+    for (const m of await store.listMachines()) {
+      const [data, packs, checkpoints, counts, branches] = await Promise.all([
+        store.dataSizes(m.id),
+        store.packInfos(m.id),
+        store.listCheckpoints(m.id),
+        store.indexCounts(m.id),
+        store.listBranches(m.id),
+      ]);
+      const records = checkpoints.reduce((n, c) => n + c.refs.byteLength + (c.thumbnail?.length ?? 0) + 300, 0);
+      machines.push({
+        id: m.id,
+        name: m.name,
+        open: m.id === this.disk?.id,
+        dataBytes: [...data.values()].reduce((n, b) => n + b, 0),
+        historyBytes:
+          [...packs.values()].reduce((n, p) => n + p.bytes, 0) +
+          records +
+          counts.groups * INDEX_RECORD_BYTES.groups +
+          counts.log * INDEX_RECORD_BYTES.log +
+          counts.markers * INDEX_RECORD_BYTES.marker,
+        checkpoints: checkpoints.length,
+        points: checkpoints.length + counts.markers,
+        branches: Math.max(1, branches.length),
+      });
+    }
+    machines.sort((a, b) => Number(b.open) - Number(a.open) || b.historyBytes + b.dataBytes - (a.historyBytes + a.dataBytes));
+    return { machines, imageCache: await this.imageCache.usage(), retention: await this.retention() };
+  }
+
+  async retention(): Promise<RetentionSetting> {
+    return (await (await this.store()).getSetting<RetentionSetting>(SETTINGS.retention)) ?? DEFAULT_RETENTION;
+  }
+
+  async setRetention(setting: RetentionSetting): Promise<void> {
+    const checked: RetentionSetting = { rule: checkRule(setting.rule), auto: Boolean(setting.auto) };
+    await (await this.store()).putSetting(SETTINGS.retention, checked);
+  }
+
+  /**
+   * Thins the open machine's history by the retention rule (or `rule`, to try one): the points it
+   * no longer keeps go, and everything only they needed (history-sweep.ts).
+   */
+  thin(rule?: RetentionSetting["rule"]): Promise<SweepResult> {
+    const run = (this.thinning ?? Promise.resolve()).catch(() => undefined).then(async () => {
+      await this.settled();
+      const disk = this.opened;
+      const store = await this.store();
+      const [setting, checkpoints, markers, resume] = await Promise.all([this.retention(), this.saved.list(), store.listMarkers(disk.id), this.resumePoint()]);
+      const plan = planThinning({
+        rule: rule ? checkRule(rule) : setting.rule,
+        time: Date.now(),
+        at: disk.now,
+        branches: disk.branchList(),
+        checkpoints,
+        markers,
+        resume: resume?.id ?? null,
+      });
+      const result = await sweepHistory(store, disk, this.saved, { plan });
+      this.checkpointsSinceThin = 0;
+      this.lastThin = Date.now();
+      await this.rebuildActivity();
+      this.changeListener?.();
+      return result;
+    });
+    this.thinning = run;
+    return run;
+  }
+
+  /** Summarises the whole log again (a sweep deleted some of it). */
+  private async rebuildActivity(): Promise<void> {
+    const generation = ++this.activityGeneration;
+    const log = await (await this.store()).listLog(this.opened.id);
+    if (generation !== this.activityGeneration) return;
+    this.activity = bucketActivity(log, []);
+    this.activitySeq = log.at(-1)?.seq ?? 0;
+  }
+
+  /** Thins in the background when the rule says automatic and enough has piled up. */
+  private async maybeThin(): Promise<void> {
+    if (this.autoThinning) return;
+    if (this.checkpointsSinceThin < THIN_EVERY_CHECKPOINTS && Date.now() - this.lastThin < THIN_EVERY_MS) return;
+    this.autoThinning = true;
+    try {
+      if ((await this.retention()).auto) await this.thin();
+    } catch (err) {
+      this.errorListener?.(storageFailure(err, "the thinned history"));
+    } finally {
+      this.autoThinning = false;
+    }
+  }
+
+  /**
+   * Deletes a branch of the open machine and every branch forked from it, with their points and
+   * whatever only they used. The branch the machine is on, and those it descends from, stay.
+   */
+  async deleteBranch(id: number): Promise<SweepResult> {
+    await this.settled();
+    const disk = this.opened;
+    const branches = disk.branchList();
+    if (!branches.some((b) => b.id === id)) throw new Error(`There is no branch ${id} in this machine.`);
+    const onPath = ancestry(new Map(branches.map((b) => [b.id, b])), disk.now).map((s) => s.branch);
+    if (onPath.includes(id)) throw new Error("The machine is on that branch (or one forked from it): switch to another branch first.");
+    const result = await sweepHistory(await this.store(), disk, this.saved, { dropBranches: withDescendants(branches, id) });
+    await this.rebuildActivity();
+    return result;
+  }
+
+  /** The most bytes of repository images kept (0: as much as the browser allows). */
+  setImageCacheBudget(bytes: number): Promise<void> {
+    return this.imageCache.setBudget(bytes);
+  }
+
+  /** Deletes every repository chunk that can be fetched again (the person asked). */
+  clearImageCache(): Promise<Eviction> {
+    return this.imageCache.evict(Infinity);
   }
 
   // ── images people bring ─────────────────────────────────────────────────────────────────────

@@ -235,6 +235,46 @@ export class Disk {
     return [...this.branches.values()].map((b) => ({ ...b }));
   }
 
+  /**
+   * Runs a sweep (history-sweep.ts) with every write issued so far stored and no other disk
+   * operation running. `fn` may take fresh seqs (compacted data is stored under a seq no write
+   * has) and drop branches; afterwards the caches are dropped, since a sweep moves and deletes
+   * what they point to.
+   */
+  exclusive<T>(
+    fn: (view: {
+      /** The machine record as stored with the sweep's changes (after any seqs taken). */
+      record: () => MachineRecord;
+      branches: BranchRecord[];
+      takeSeq: () => number;
+      dropBranches: (ids: Iterable<number>) => void;
+    }) => Promise<T>,
+  ): Promise<T> {
+    const done = this.writeTail.then(async () => {
+      await this.flushNow();
+      try {
+        return await fn({
+          record: () => structuredClone(this.machine),
+          branches: this.branchList(),
+          takeSeq: () => ++this.machine.lastSeq,
+          dropBranches: (ids) => {
+            for (const id of ids) if (id !== this.machine.now.branch) this.branches.delete(id);
+          },
+        });
+      } finally {
+        this.resolved.clear();
+        this.groupHeads.clear();
+        this.dataCache.clear();
+        this.segments = ancestry(this.branches, this.machine.now);
+      }
+    });
+    this.writeTail = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    return done;
+  }
+
   /** Stops background timers (the machine is closing). */
   close(): void {
     clearTimeout(this.quietTimer);

@@ -14,6 +14,8 @@ import {
   STORE_VERSION,
   type BranchRecord,
   type CheckpointRecord,
+  type ChunkMeta,
+  type PackInfo,
   type StatePack,
   type LogRecord,
   type MachineRecord,
@@ -98,14 +100,25 @@ export class LocalStore {
           db.createObjectStore("groups");
           db.createObjectStore("data");
           db.createObjectStore("statePacks");
-          if (oldVersion >= 1) {
-            void migrateBlockVersions(tx as unknown as LegacyTransaction);
-            void migrateStatePieces(tx as unknown as LegacyTransaction);
-          }
         }
         // Version 4 only adds StatePack.deflated: version 3 packs read as they are.
         // Version 5 adds images read from a URL: nothing older to rewrite.
         if (oldVersion < 5) db.createObjectStore("remotePins");
+        if (oldVersion < 6) {
+          db.createObjectStore("chunkMeta");
+          db.createObjectStore("dataInfo");
+          db.createObjectStore("packInfo");
+          db.createObjectStore("settings");
+        }
+        // One after another: each step reads what the one before wrote (all in this transaction).
+        const legacy = tx as unknown as LegacyTransaction;
+        void (async () => {
+          if (oldVersion >= 1 && oldVersion < 3) {
+            await migrateBlockVersions(legacy);
+            await migrateStatePieces(legacy);
+          }
+          if (oldVersion >= 1 && oldVersion < 6) await backfillInfo(legacy);
+        })();
       },
       blocking() {
         // A newer version of Sandglass opened in another tab: let it upgrade.
@@ -126,8 +139,11 @@ export class LocalStore {
   }
 
   async putChunk(hash: string, data: Uint8Array): Promise<void> {
+    const tx = this.db.transaction(["chunks", "chunkMeta"], "readwrite");
     try {
-      await this.db.put("chunks", data, hash);
+      void tx.objectStore("chunks").put(data, hash);
+      void tx.objectStore("chunkMeta").put({ bytes: data.byteLength, used: Date.now() }, hash);
+      await tx.done;
     } catch (err) {
       rethrowQuota(err, "a disk chunk");
     }
@@ -142,9 +158,13 @@ export class LocalStore {
 
   /** Stores chunks in one transaction: all of them, or none. */
   async putChunks(chunks: ReadonlyMap<string, Uint8Array>): Promise<void> {
-    const tx = this.db.transaction("chunks", "readwrite");
+    const tx = this.db.transaction(["chunks", "chunkMeta"], "readwrite");
+    const used = Date.now();
     try {
-      for (const [hash, data] of chunks) void tx.store.put(data, hash);
+      for (const [hash, data] of chunks) {
+        void tx.objectStore("chunks").put(data, hash);
+        void tx.objectStore("chunkMeta").put({ bytes: data.byteLength, used }, hash);
+      }
       await tx.done;
     } catch (err) {
       rethrowQuota(err, "the image's data");
@@ -152,9 +172,41 @@ export class LocalStore {
   }
 
   async deleteChunks(hashes: Iterable<string>): Promise<void> {
-    const tx = this.db.transaction("chunks", "readwrite");
-    for (const hash of hashes) void tx.store.delete(hash);
+    const tx = this.db.transaction(["chunks", "chunkMeta"], "readwrite");
+    for (const hash of hashes) {
+      void tx.objectStore("chunks").delete(hash);
+      void tx.objectStore("chunkMeta").delete(hash);
+    }
     await tx.done;
+  }
+
+  /** Size and last use of every stored chunk (small records: the image cache's LRU order). */
+  async chunkMetas(): Promise<Map<string, ChunkMeta>> {
+    const tx = this.db.transaction("chunkMeta");
+    const [keys, values] = await Promise.all([tx.store.getAllKeys(), tx.store.getAll()]);
+    return new Map(keys.map((k, i) => [k, values[i]!]));
+  }
+
+  /** Marks chunks as read at `time` (LRU order); unknown hashes are skipped. */
+  async touchChunks(hashes: Iterable<string>, time: number): Promise<void> {
+    const tx = this.db.transaction("chunkMeta", "readwrite");
+    await Promise.all(
+      [...hashes].map(async (hash) => {
+        const meta = await tx.store.get(hash);
+        if (meta && meta.used < time) await tx.store.put({ ...meta, used: time }, hash);
+      }),
+    );
+    await tx.done;
+  }
+
+  /** Every stored manifest (small: one per image or snapshot ever opened here). */
+  listAllManifests(): Promise<ManifestRecord[]> {
+    return this.db.getAll("manifests");
+  }
+
+  /** Every chunk hash pinned by an image read from a URL (never evicted: the file may change). */
+  async pinnedHashes(): Promise<Set<string>> {
+    return new Set((await this.db.getAll("remotePins")).filter((h) => h !== ""));
   }
 
   /** Manifests kept under URLs starting with `prefix` (a repository's). */
@@ -182,13 +234,32 @@ export class LocalStore {
 
   /** Pins chunk `index` of a URL image, with its content (none for zeros), in one transaction. */
   async pinChunk(url: string, index: number, hash: string | null, data: Uint8Array | null): Promise<void> {
-    const tx = this.db.transaction(["chunks", "remotePins"], "readwrite");
+    const tx = this.db.transaction(["chunks", "chunkMeta", "remotePins"], "readwrite");
     try {
-      if (hash && data) void tx.objectStore("chunks").put(data, hash);
+      if (hash && data) {
+        void tx.objectStore("chunks").put(data, hash);
+        void tx.objectStore("chunkMeta").put({ bytes: data.byteLength, used: Date.now() }, hash);
+      }
       void tx.objectStore("remotePins").put(hash ?? "", [url, index]);
       await tx.done;
     } catch (err) {
       rethrowQuota(err, "a block of the image");
+    }
+  }
+
+  /** Stores a snapshot from a `.sandglass` file, its chunks and its manifest, in one transaction. */
+  async putBundle(contents: ReadonlyMap<string, Uint8Array>, record: ManifestRecord): Promise<void> {
+    const tx = this.db.transaction(["chunks", "chunkMeta", "manifests"], "readwrite");
+    const used = Date.now();
+    try {
+      for (const [hash, data] of contents) {
+        void tx.objectStore("chunks").put(data, hash);
+        void tx.objectStore("chunkMeta").put({ bytes: data.byteLength, used }, hash);
+      }
+      void tx.objectStore("manifests").put(record, record.url);
+      await tx.done;
+    } catch (err) {
+      rethrowQuota(err, "the snapshot from the file");
     }
   }
 
@@ -198,6 +269,16 @@ export class LocalStore {
 
   async putManifest(record: ManifestRecord): Promise<void> {
     await this.db.put("manifests", record, record.url);
+  }
+
+  // ── settings ────────────────────────────────────────────────────────────────────────────────
+
+  async getSetting<T>(name: string): Promise<T | undefined> {
+    return (await this.db.get("settings", name)) as T | undefined;
+  }
+
+  async putSetting(name: string, value: unknown): Promise<void> {
+    await this.db.put("settings", value, name);
   }
 
   // ── machines ────────────────────────────────────────────────────────────────────────────────
@@ -253,11 +334,15 @@ export class LocalStore {
 
   /** Commits a batch of writes in one transaction: either all of it is durable, or none. */
   async flush(batch: FlushBatch): Promise<void> {
-    const tx = this.db.transaction(["machines", "branches", "log", "groups", "data", "markers"], "readwrite");
+    const tx = this.db.transaction(["machines", "branches", "log", "groups", "data", "dataInfo", "markers"], "readwrite");
     const id = batch.machine.id;
     try {
       const data = tx.objectStore("data");
-      for (const d of batch.data) void data.put(d.bytes, [id, d.seq, d.part]);
+      const info = tx.objectStore("dataInfo");
+      for (const d of batch.data) {
+        void data.put(d.bytes, [id, d.seq, d.part]);
+        void info.put(d.bytes.byteLength, [id, d.seq, d.part]);
+      }
       const groups = tx.objectStore("groups");
       for (const g of batch.groups) void groups.put(g.entries, [id, g.group, g.branch, g.seq]);
       const log = tx.objectStore("log");
@@ -284,12 +369,25 @@ export class LocalStore {
 
   /** Stores a checkpoint and the packs of its new pieces in one transaction. */
   async putCheckpoint(record: CheckpointRecord, packs: ReadonlyMap<number, StatePack>): Promise<void> {
-    const tx = this.db.transaction(["checkpoints", "statePacks"], "readwrite");
+    const tx = this.db.transaction(["checkpoints", "statePacks", "packInfo"], "readwrite");
     try {
       const store = tx.objectStore("statePacks");
-      for (const [n, pack] of packs) void store.put(pack, [record.machine, n]);
+      const info = tx.objectStore("packInfo");
+      for (const [n, pack] of packs) {
+        void store.put(pack, [record.machine, n]);
+        void info.put(packInfoOf(pack), [record.machine, n]);
+      }
       void tx.objectStore("checkpoints").put(record, [record.machine, record.id]);
       await tx.done;
+    } catch (err) {
+      rethrowQuota(err, "the checkpoint");
+    }
+  }
+
+  /** Rewrites a checkpoint's record alone (its packs are stored already). */
+  async putCheckpointRecord(record: CheckpointRecord): Promise<void> {
+    try {
+      await this.db.put("checkpoints", record, [record.machine, record.id]);
     } catch (err) {
       rethrowQuota(err, "the checkpoint");
     }
@@ -318,21 +416,170 @@ export class LocalStore {
 
   /** Removes a machine's history (log, versions, branches, markers, checkpoints); the machine record stays. */
   async clearHistory(machine: string): Promise<void> {
-    const tx = this.db.transaction(["branches", "log", "groups", "data", "markers", "checkpoints", "statePacks"], "readwrite");
-    const range = IDBKeyRange.bound([machine], after(machine));
-    void tx.objectStore("branches").delete(range);
-    void tx.objectStore("log").delete(range);
-    void tx.objectStore("groups").delete(range);
-    void tx.objectStore("data").delete(range);
-    void tx.objectStore("markers").delete(range);
-    void tx.objectStore("checkpoints").delete(range);
-    void tx.objectStore("statePacks").delete(range);
+    const tx = this.db.transaction(HISTORY_STORES, "readwrite");
+    clearHistoryIn(tx, machine);
     await tx.done;
   }
 
+  /** Deletes a machine and its whole history in one transaction: a crash leaves all of it or none. */
   async deleteMachine(machine: string): Promise<void> {
-    await this.clearHistory(machine);
-    await this.db.delete("machines", machine);
+    const tx = this.db.transaction([...HISTORY_STORES, "machines"], "readwrite");
+    clearHistoryIn(tx, machine);
+    void tx.objectStore("machines").delete(machine);
+    await tx.done;
+  }
+
+  // ── thinning and storage accounting (history-sweep.ts) ──────────────────────────────────────
+
+  /** Keys of every `groups` record of a machine (no values: cheap). */
+  groupKeys(machine: string): Promise<[string, number, number, number][]> {
+    return this.db.getAllKeys("groups", IDBKeyRange.bound([machine], after(machine)));
+  }
+
+  /** The entries of the given `groups` records, in order (one transaction). */
+  async groupValues(keys: readonly [string, number, number, number][]): Promise<Uint32Array[]> {
+    const tx = this.db.transaction("groups");
+    const values = await Promise.all(keys.map((k) => tx.store.get(k)));
+    return values.map((v, i) => {
+      if (!v) throw new Error(`disk index record ${keys[i]!.join("/")} vanished during a sweep`);
+      return v;
+    });
+  }
+
+  /** Seqs of every `log` record of a machine. */
+  async logSeqs(machine: string): Promise<number[]> {
+    return (await this.db.getAllKeys("log", IDBKeyRange.bound([machine], after(machine)))).map((k) => k[1]);
+  }
+
+  /** Every `data` record of a machine with its size (from `dataInfo`). */
+  async dataSizes(machine: string): Promise<Map<string, number>> {
+    const range = IDBKeyRange.bound([machine], after(machine));
+    const tx = this.db.transaction("dataInfo");
+    const [keys, sizes] = await Promise.all([tx.store.getAllKeys(range), tx.store.getAll(range)]);
+    return new Map(keys.map((k, i) => [`${k[1]} ${k[2]}`, sizes[i]!]));
+  }
+
+  /** Every pack of a machine with its pieces and size (from `packInfo`). */
+  async packInfos(machine: string): Promise<Map<number, PackInfo>> {
+    const range = IDBKeyRange.bound([machine], after(machine));
+    const tx = this.db.transaction("packInfo");
+    const [keys, infos] = await Promise.all([tx.store.getAllKeys(range), tx.store.getAll(range)]);
+    return new Map(keys.map((k, i) => [k[1], infos[i]!]));
+  }
+
+  /** How many `log` and `groups` records a machine has (their count is their cost: small records). */
+  async indexCounts(machine: string): Promise<{ log: number; groups: number; markers: number }> {
+    const range = IDBKeyRange.bound([machine], after(machine));
+    const tx = this.db.transaction(["log", "groups", "markers"]);
+    const [log, groups, markers] = await Promise.all([
+      tx.objectStore("log").count(range),
+      tx.objectStore("groups").count(range),
+      tx.objectStore("markers").count(range),
+    ]);
+    return { log, groups, markers };
+  }
+
+  /** Reads `data` records by [seq, part] (for compaction). */
+  async dataRecords(machine: string, keys: readonly [number, number][]): Promise<Uint8Array[]> {
+    const tx = this.db.transaction("data");
+    const values = await Promise.all(keys.map(([seq, part]) => tx.store.get([machine, seq, part])));
+    return values.map((v, i) => {
+      if (!v) throw new Error(`disk data of write ${keys[i]![0]} is missing from local storage; the store is damaged`);
+      return v;
+    });
+  }
+
+  /** Applies a sweep (history-sweep.ts) in one transaction: what it deletes and rewrites lands together. */
+  async commitSweep(machine: string, change: SweepChange): Promise<void> {
+    const stores = ["groups", "log", "data", "dataInfo", "markers", "checkpoints", "statePacks", "packInfo", "branches", "machines"] as const;
+    const tx = this.db.transaction([...stores], "readwrite");
+    try {
+      const groups = tx.objectStore("groups");
+      for (const k of change.deleteGroups ?? []) void groups.delete(k);
+      for (const g of change.putGroups ?? []) void groups.put(g.entries, [machine, g.group, g.branch, g.seq]);
+      const log = tx.objectStore("log");
+      for (const seq of change.deleteLog ?? []) void log.delete([machine, seq]);
+      const data = tx.objectStore("data");
+      const dataInfo = tx.objectStore("dataInfo");
+      for (const d of change.putData ?? []) {
+        void data.put(d.bytes, [machine, d.seq, d.part]);
+        void dataInfo.put(d.bytes.byteLength, [machine, d.seq, d.part]);
+      }
+      for (const [seq, part] of change.deleteData ?? []) {
+        void data.delete([machine, seq, part]);
+        void dataInfo.delete([machine, seq, part]);
+      }
+      const markers = tx.objectStore("markers");
+      for (const m of change.deleteMarkers ?? []) void markers.delete([machine, m.seq, m.id]);
+      const checkpoints = tx.objectStore("checkpoints");
+      for (const id of change.deleteCheckpoints ?? []) void checkpoints.delete([machine, id]);
+      for (const c of change.putCheckpoints ?? []) void checkpoints.put(c, [machine, c.id]);
+      const packs = tx.objectStore("statePacks");
+      const packInfo = tx.objectStore("packInfo");
+      for (const [n, pack] of change.putPacks ?? []) {
+        void packs.put(pack, [machine, n]);
+        void packInfo.put(packInfoOf(pack), [machine, n]);
+      }
+      for (const n of change.deletePacks ?? []) {
+        void packs.delete([machine, n]);
+        void packInfo.delete([machine, n]);
+      }
+      const branches = tx.objectStore("branches");
+      for (const id of change.deleteBranches ?? []) void branches.delete([machine, id]);
+      if (change.machine) void tx.objectStore("machines").put(change.machine, machine);
+      await tx.done;
+    } catch (err) {
+      rethrowQuota(err, "the thinned history");
+    }
+  }
+}
+
+/** What one sweep transaction deletes and (for compaction) rewrites. */
+export interface SweepChange {
+  deleteGroups?: [string, number, number, number][];
+  putGroups?: GroupVersion[];
+  deleteLog?: number[];
+  deleteData?: [number, number][];
+  putData?: DataRecord[];
+  deleteMarkers?: Pick<MarkerRecord, "seq" | "id">[];
+  deleteCheckpoints?: string[];
+  putCheckpoints?: CheckpointRecord[];
+  deletePacks?: number[];
+  putPacks?: [number, StatePack][];
+  deleteBranches?: number[];
+  /** The machine record, when the sweep consumed a seq (compacted data) or moved branches. */
+  machine?: MachineRecord;
+}
+
+/** Every store holding a machine's history (keys start with the machine id). */
+const HISTORY_STORES = ["branches", "log", "groups", "data", "dataInfo", "markers", "checkpoints", "statePacks", "packInfo"] as const;
+
+function clearHistoryIn(tx: IDBPTransaction<SandglassDB, (typeof HISTORY_STORES)[number][] | ((typeof HISTORY_STORES)[number] | "machines")[], "readwrite">, machine: string): void {
+  const range = IDBKeyRange.bound([machine], after(machine));
+  for (const name of HISTORY_STORES) void tx.objectStore(name).delete(range);
+}
+
+/** The `packInfo` record of a pack. */
+function packInfoOf(pack: StatePack): PackInfo {
+  return { pieces: pack.ends.length, bytes: pack.bytes.byteLength + pack.ends.byteLength };
+}
+
+/**
+ * Version 6 keeps sizes beside `chunks`, `data` and `statePacks` records: fills them from what is
+ * stored (one cursor pass each, inside the upgrade transaction: all of it lands, or none).
+ */
+async function backfillInfo(tx: LegacyTransaction): Promise<void> {
+  const meta = tx.objectStore("chunkMeta");
+  for (let c = await tx.objectStore("chunks").openCursor(); c; c = await c.continue()) {
+    void meta.put({ bytes: (c.value as Uint8Array).byteLength, used: 0 }, c.key);
+  }
+  const dataInfo = tx.objectStore("dataInfo");
+  for (let c = await tx.objectStore("data").openCursor(); c; c = await c.continue()) {
+    void dataInfo.put((c.value as Uint8Array).byteLength, c.key);
+  }
+  const packInfo = tx.objectStore("packInfo");
+  for (let c = await tx.objectStore("statePacks").openCursor(); c; c = await c.continue()) {
+    void packInfo.put(packInfoOf(c.value as StatePack), c.key);
   }
 }
 

@@ -47,6 +47,14 @@
  *                                                 from a URL, as it was first fetched ("" for an
  *                                                 all-zero chunk); its content is in `chunks` (written
  *                                                 in the same transaction). See below.
+ * chunkMeta      sha256 hex (string)              {@link ChunkMeta}: the size of a `chunks` record and
+ *                                                 when it was last read, written with the chunk (LRU
+ *                                                 eviction of the image cache, storage panel).
+ * dataInfo       [machine, seq, part]             number: byte length of that `data` record, written
+ *                                                 with it (sizes without reading megabytes).
+ * packInfo       [machine, pack]                  {@link PackInfo}: pieces and stored bytes of that
+ *                                                 `statePacks` record, written with it.
+ * settings       name (string)                    Sandglass-wide settings ({@link SETTINGS}).
  *
  * Images a person brought (a file imported in the page; added 2026-12-02, nothing to migrate) live
  * in a repository of their own that exists only in this browser, {@link LOCAL_REPO}: the image's
@@ -60,6 +68,20 @@
  * chunks without one are read from the URL with a Range request, hashed and pinned. A chunk once
  * pinned is never taken from the URL again unless it is missing here, and then only if it hashes
  * the same: two versions of the file never mix in one disk.
+ *
+ * Thinning (retention.ts, history-sweep.ts; added in version 6) deletes checkpoints and quiet
+ * points a retention rule no longer keeps, then what nothing kept refers to: `groups` versions no
+ * kept point reads (for each group and branch, the newest version at or before each kept seq of
+ * the branch stays), `log` records of writes with no version left, `data` records no remaining
+ * entry names, `statePacks` no remaining checkpoint names. A pack or data record that is mostly
+ * dead is compacted: its live pieces or blocks move to a new record (a pack gets the next pack
+ * number, a data record a fresh seq that is no write: `lastSeq` is bumped for it) and every
+ * remaining reference is rewritten, in the same transaction that deletes the old one. A point
+ * that was thinned is no longer a place the disk may be moved to (DiskService checks it).
+ * The image cache (`chunks` of repository images) is evictable, least recently used first: a
+ * chunk is evictable when a manifest fetched from a repository (ManifestRecord.origin "network")
+ * names it, so it can be fetched again; chunks only an imported image, a URL image or a snapshot
+ * from a `.sandglass` file names are never evicted, and neither is any machine's own data.
  *
  * Sequence numbers are per machine, start at 1 and never repeat, across branches. A point in a
  * machine's history is (branch, seq): the disk at that point is the base image plus, for each branch
@@ -77,17 +99,20 @@
  * deflated (StatePack.deflated: an idle checkpoint's pages shrink ~6×), nothing to rewrite, but a
  * version 3 reader would take the deflated bytes for pieces; 5 adds `remotePins` and
  * ManifestRecord.remote (an older reader would take a URL image's unknown chunks for zeros), and
- * MachineRecord.hardware/input and CheckpointRecord.hardware (machine settings changed later). local-store.ts migrates older stores
- * on open.
+ * MachineRecord.hardware/input and CheckpointRecord.hardware (machine settings changed later); 6
+ * adds `chunkMeta`, `dataInfo`, `packInfo` and `settings` (the upgrade fills the first three from
+ * what is stored, one cursor pass), ManifestRecord.origin and CheckpointRecord.published (a
+ * version 5 reader ignores them). local-store.ts migrates older stores on open.
  *
  * Changing any of this means bumping STORE_VERSION and migrating in `upgrade` (local-store.ts).
  */
 import type { DBSchema } from "idb";
 import type { DiskManifest, Hardware } from "./repo-format.ts";
 import type { RemoteIdentity } from "./remote-image.ts";
+import type { RetentionRule } from "./retention.ts";
 
 /** Bump on any change to the stores below; local-store.ts migrates from every older version. */
-export const STORE_VERSION = 5;
+export const STORE_VERSION = 6;
 export const DB_NAME = "sandglass";
 
 /** Granularity of write versions: ext4's block size, so most guest writes cover whole blocks. */
@@ -228,6 +253,8 @@ export interface CheckpointRecord {
    */
   hardware?: Hardware;
   name?: string;
+  /** Snapshot ids this checkpoint was published as (added in version 6): never thinned. */
+  published?: string[];
 }
 
 /**
@@ -246,6 +273,40 @@ export interface ManifestRecord {
   fetched: number;
   /** An image read from a URL (see the notes above): the file's identity as pinned. */
   remote?: RemoteIdentity;
+  /**
+   * Where it came from (added in version 6): "network" (fetched from its repository, which can
+   * serve its chunks again), "bundle" (a `.sandglass` file), "import" (a file or URL a person
+   * brought). Absent (older stores): "network" for images of a repository, else unknown, which
+   * keeps its chunks from eviction.
+   */
+  origin?: "network" | "bundle" | "import";
+}
+
+/** A `chunkMeta` record (see the notes above). */
+export interface ChunkMeta {
+  bytes: number;
+  /** Last read or written, ms since the epoch (refreshed at most every few minutes). */
+  used: number;
+}
+
+/** A `packInfo` record (see the notes above). */
+export interface PackInfo {
+  pieces: number;
+  bytes: number;
+}
+
+/** Names of the `settings` records. */
+export const SETTINGS = {
+  /** retention.ts RetentionRule, and whether thinning runs on its own ({@link RetentionSetting}). */
+  retention: "retention",
+  /** Most bytes of repository images kept, or 0 for "as much as the browser allows" (number). */
+  imageCacheBytes: "imageCacheBytes",
+} as const;
+
+export interface RetentionSetting {
+  rule: RetentionRule;
+  /** Thin automatically as checkpoints accumulate (else only when asked). */
+  auto: boolean;
 }
 
 export interface SandglassDB extends DBSchema {
@@ -260,4 +321,8 @@ export interface SandglassDB extends DBSchema {
   checkpoints: { key: [string, string]; value: CheckpointRecord };
   statePacks: { key: [string, number]; value: StatePack };
   remotePins: { key: [string, number]; value: string };
+  chunkMeta: { key: string; value: ChunkMeta };
+  dataInfo: { key: [string, number, number]; value: number };
+  packInfo: { key: [string, number]; value: PackInfo };
+  settings: { key: string; value: unknown };
 }

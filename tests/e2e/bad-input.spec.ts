@@ -53,7 +53,8 @@ test("a network failure halfway through opening says so, keeps nothing half-made
   let served = 0;
   await context.route("**/repo/chunks/**", (route) => (++served > 10 ? route.abort("connectionreset") : route.continue()));
   await page.goto(smallImage(repo));
-  await expect(page.getByTestId("error")).toContainText("Network error while fetching machine state piece");
+  // Retried while it might come back (outage.spec.ts shows a return), then said.
+  await expect(page.getByTestId("error")).toContainText(/could not be reached for \d+ s while fetching machine state piece/, { timeout: 120_000 });
   await expect(page.getByTestId("status")).toHaveText("Stopped");
 
   await context.unroute("**/repo/chunks/**");

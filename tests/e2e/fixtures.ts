@@ -21,7 +21,7 @@ export interface RepoServer {
   close(): Promise<void>;
 }
 
-export const APP_ROOT = resolve("dist");
+export const APP_ROOT = resolve(process.env.SANDGLASS_APP ?? "dist");
 export const REPO_ROOT = resolve(process.env.SANDGLASS_REPO ?? "build/repo");
 
 /** Starts a server on a free loopback port; the caller closes it. `relay`: the guests' TCP relay. */
