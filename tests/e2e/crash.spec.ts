@@ -461,10 +461,14 @@ class Lab {
       }
       case "rewind": {
         const target = async () => {
-          const t = await timelineOf(this.page);
-          const points = historyPoints(t).filter((p) => p.kind === "checkpoint" && !(p.point.branch === t.now.branch && p.point.seq === t.now.seq));
-          if (points.length === 0) throw new Error("no checkpoint to rewind to");
-          return points[choices.index(points.length)]!.key.slice(2);
+          let points = await this.checkpointsBehind();
+          if (points.length === 0) {
+            // At the start of history (a rewind to its first point): one step and checkpoint more.
+            await this.writeStep();
+            await this.clickCheckpoint();
+            points = await this.checkpointsBehind();
+          }
+          return points[choices.index(points.length)]!;
         };
         if (calibrate) {
           const id = await target();
@@ -480,9 +484,13 @@ class Lab {
           let others = lanes(await timelineOf(this.page), 400).lanes.filter((l) => !l.current && l.newestCheckpoint);
           if (others.length === 0) {
             // Make a second branch: back to an older checkpoint, and a write there.
-            const t = await timelineOf(this.page);
-            const older = historyPoints(t).filter((p) => p.kind === "checkpoint" && p.point.seq < t.now.seq);
-            await this.clickRewind(`[data-testid="point"][data-id="${older[choices.index(older.length)]!.key.slice(2)}"]`);
+            let older = await this.checkpointsBehind();
+            if (older.length === 0) {
+              await this.writeStep();
+              await this.clickCheckpoint();
+              older = await this.checkpointsBehind();
+            }
+            await this.clickRewind(`[data-testid="point"][data-id="${older[choices.index(older.length)]!}"]`);
             await waitForShell(this.page);
             await this.writeStep();
             await this.clickCheckpoint();
@@ -530,6 +538,14 @@ class Lab {
       case "migration":
         throw new Error("migrations run in their own profiles (see the second test)");
     }
+  }
+
+  /** Ids of the checkpoints in the current history other than the one the machine is at. */
+  async checkpointsBehind(): Promise<string[]> {
+    const t = await timelineOf(this.page);
+    return historyPoints(t)
+      .filter((p) => p.kind === "checkpoint" && !(p.point.branch === t.now.branch && p.point.seq === t.now.seq))
+      .map((p) => p.key.slice(2));
   }
 
   /** Clicks what rewinds the machine (a checkpoint card, or a branch's switch button); waits until it runs there. */
