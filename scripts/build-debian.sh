@@ -55,7 +55,7 @@ INITRD_MODULES="$INITRD_MODULES virtio_pci virtio_net 9pnet_virtio 9p"
 say "kernel $KPKG and initramfs"
 unpack_kernel "$WORK/kernel"
 dpkg-deb -x "$(fetch_deb busybox-static)" "$WORK/busybox"
-make_initramfs "$WORK/kernel" "$WORK/busybox/bin/busybox" "$WORK/initrd.gz"
+make_initramfs "$WORK/kernel" "$WORK/busybox/bin/busybox" "$WORK/initrd.img"
 
 say "Debian $SUITE i386 root file system ($(ls "$CACHE" | wc -l) packages cached)"
 ROOT=$WORK/root
@@ -79,7 +79,7 @@ depmod -b "$ROOT" "$KVER"
 
 say "assembling the disk ($(du -sm "$ROOT" | cut -f1) MiB of files)"
 find "$ROOT" -newermt "@$EPOCH" -exec touch -h -d "@$EPOCH" {} +
-assemble_disk "$WORK/disk.img" "$SECTORS" "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/initrd.gz" "$ROOT"
+assemble_disk "$WORK/disk.img" "$SECTORS" "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/initrd.img" "$ROOT"
 mv "$WORK/disk.img" "$OUT/disk.img"
 copy_bios "$OUT"
 echo "$INPUTS" > "$OUT/.stamp"

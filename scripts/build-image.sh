@@ -30,7 +30,7 @@ unpack_kernel "$WORK/kernel"
 dpkg-deb -x "$(fetch_deb busybox-static)" "$WORK/busybox"
 BUSYBOX=$WORK/busybox/bin/busybox
 say "initramfs with $INITRD_MODULES"
-make_initramfs "$WORK/kernel" "$BUSYBOX" "$WORK/initrd.gz"
+make_initramfs "$WORK/kernel" "$BUSYBOX" "$WORK/initrd.img"
 
 say "root file system (busybox userland)"
 ROOT=$WORK/root
@@ -97,7 +97,7 @@ EOF
 say "assembling the disk"
 find "$ROOT" -exec touch -h -d "@$EPOCH" {} +
 DISK=$WORK/disk.img
-assemble_disk "$DISK" "$SECTORS" "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/initrd.gz" "$ROOT"
+assemble_disk "$DISK" "$SECTORS" "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/initrd.img" "$ROOT"
 mv "$DISK" "$OUT/disk.img"
 copy_bios "$OUT"
 echo "$INPUTS" > "$OUT/.stamp"

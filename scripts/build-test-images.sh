@@ -50,9 +50,8 @@ cd /root
 exec setsid cttyhack sh
 INIT
 chmod 755 "$INITRD/init"
-find "$INITRD" -exec touch -h -d "@$EPOCH" {} +
 mkdir -p "$WORK/iso/isolinux"
-(cd "$INITRD" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --reproducible --quiet) | gzip -9n > "$WORK/iso/initrd.gz"
+write_cpio "$INITRD" "$WORK/iso/initrd.img"
 cp "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/iso/vmlinuz"
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$WORK/iso/isolinux/"
 cat > "$WORK/iso/isolinux/isolinux.cfg" <<CFG
@@ -62,7 +61,7 @@ PROMPT 0
 TIMEOUT 0
 LABEL live
   KERNEL /vmlinuz
-  APPEND initrd=/initrd.gz console=tty0 console=ttyS0,115200 quiet loglevel=3 tsc=reliable mitigations=off nowatchdog
+  APPEND initrd=/initrd.img console=tty0 console=ttyS0,115200 quiet loglevel=3 tsc=reliable mitigations=off nowatchdog
 CFG
 find "$WORK/iso" -exec touch -h -d "@$EPOCH" {} +
 xorriso -as mkisofs -quiet -o "$OUT/live.iso" -V SANDGLASS_LIVE -r -J \
