@@ -5,7 +5,8 @@
  *   npm run import -- FILE-OR-URL --name NAME [--repo build/repo]
  *   tsx scripts/import-image.ts --image disk.img --repo build/repo --name default \
  *       [--description text] [--chunk-size 65536] [--bios-dir dir]
- *       [--memory MiB] [--network] [--shared-folder] [--vga-memory MiB]   (the machine it boots in: `hardware`)
+ *       [--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--serial1]   (the machine it boots in: `hardware`;
+ *       --serial1: a second serial port for the Sandglass guest agent, which the Debian image runs)
  *       [--boot hda|cdrom|fda]   (default: detected from the file, as the page does: image-detect.ts)
  *
  * Chunks are written once under their content hash, gzip'd only when that saves space, and
@@ -218,6 +219,7 @@ async function main(): Promise<void> {
       network: { type: "boolean", default: false },
       "shared-folder": { type: "boolean", default: false },
       "vga-memory": { type: "string" },
+      serial1: { type: "boolean", default: false },
     },
   });
   const image = values.image ?? positionals[0];
@@ -226,7 +228,7 @@ async function main(): Promise<void> {
   if (!image || !values.name || (boot !== undefined && !BOOT_DEVICES.includes(boot))) {
     console.error(
       "usage: import-image [--image] FILE-OR-URL --name NAME [--repo DIR] [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
-        "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--boot hda|cdrom|fda]",
+        "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--serial1] [--boot hda|cdrom|fda]",
     );
     process.exit(2);
   }
@@ -240,13 +242,14 @@ async function main(): Promise<void> {
     description: values.description,
     chunkSize: values["chunk-size"] ? Number(values["chunk-size"]) : undefined,
     biosDir: values["bios-dir"],
-    ...(values.memory || values.network || values["shared-folder"] || values["vga-memory"]
+    ...(values.memory || values.network || values["shared-folder"] || values["vga-memory"] || values.serial1
       ? {
           hardware: {
             memoryBytes: values.memory ? Number(values.memory) * 2 ** 20 : LEGACY_HARDWARE.memoryBytes,
             network: values.network,
             sharedFolder: values["shared-folder"],
             vgaMemoryBytes: values["vga-memory"] ? Number(values["vga-memory"]) * 2 ** 20 : LEGACY_HARDWARE.vgaMemoryBytes,
+            ...(values.serial1 ? { serial1: true } : {}),
           },
         }
       : {}),

@@ -28,7 +28,8 @@ import_image() {
 bash scripts/build-image.sh
 bash scripts/build-debian.sh
 # 2 MiB of video RAM: the guest's consoles are text mode, and v86 keeps all of it in every state.
-DEBIAN_HW=(--memory 256 --network --shared-folder --vga-memory 2)
+# COM2 (--serial1) for the guest agent that restores files (scripts/debian-root/src/sandglass-agent.c).
+DEBIAN_HW=(--memory 256 --network --shared-folder --vga-memory 2 --serial1)
 import_image default build/debian/disk.img --description "Debian 12 (bookworm) with Python, gcc, git and network" \
   --bios-dir build/debian "${DEBIAN_HW[@]}"
 import_image debian-cold build/debian/disk.img --description "Debian 12 (cold boot)" "${DEBIAN_HW[@]}"

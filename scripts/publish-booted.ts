@@ -136,6 +136,18 @@ const waitFor = (text: string, timeoutMs: number) =>
   });
 emulator.add_listener("serial0-output-byte", (byte: number) => (output += String.fromCharCode(byte)));
 await waitFor(PROMPT, 180_000);
+if (hardware.serial1) {
+  // The image runs the guest agent on COM2 (src/vm/guest-agent.ts): a snapshot whose agent does
+  // not answer would only fail later, in a person's restore.
+  let agent = "";
+  emulator.add_listener("serial1-output-byte", (byte: number) => (agent += String.fromCharCode(byte)));
+  const asked = Date.now();
+  while (!agent.includes("SGA1 1 ok agent")) {
+    if (Date.now() - asked > 60_000) fail(`the guest agent did not answer on COM2 (it said ${JSON.stringify(agent.slice(-200))})`);
+    emulator.serial_send_bytes(1, new TextEncoder().encode("SGA1 1 ping\n"));
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
 // Settle: write back everything, then free the page cache (zeroed by init_on_free=1).
 const warm = values.warm ? `(${values.warm}) >/dev/null 2>&1; ` : "";
 emulator.serial0_send(`clear; sync; echo 3 > /proc/sys/vm/drop_caches; ${warm}clear; echo booted-$((20+1))\n`);

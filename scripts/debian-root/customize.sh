@@ -19,10 +19,12 @@ rm -f "$root/etc/update-motd.d/10-uname"
 # the guest (scripts/prepare-guest.sh), so a first visit's `apt` does not.
 find "$root/var/lib/apt/lists" -maxdepth 1 -type f ! -name lock -delete
 rm -f "$root"/var/cache/apt/*.bin
-# The guest's clock resync (see the source), built with the guest's own compiler.
-cp "$here/src/sandglass-clock.c" "$root/tmp/"
-chroot "$root" gcc -O2 -Wall -s -o /usr/local/sbin/sandglass-clock /tmp/sandglass-clock.c
-rm "$root/tmp/sandglass-clock.c"
+# The guest's clock resync and the guest agent (see their sources), built with the guest's own compiler.
+for tool in sandglass-clock sandglass-agent; do
+  cp "$here/src/$tool.c" "$root/tmp/"
+  chroot "$root" gcc -O2 -Wall -s -o "/usr/local/sbin/$tool" "/tmp/$tool.c"
+  rm "$root/tmp/$tool.c"
+done
 # Left by the build; a guest that needs one makes its own.
 : > "$root/etc/machine-id"
 rm -f "$root/var/log/"*.log "$root/var/cache/debconf/"*-old "$root/var/lib/dpkg/"*-old

@@ -72,6 +72,13 @@
  *                                  `size`; each device once; `bootDevice` among them). An image a
  *                                  person brought with an empty second hard disk (to install a CD
  *                                  onto) is its file, zero-padded to a whole chunk, then the disk.
+ *                  serial1       optional (added 2026-12-03; absent means false): a second serial
+ *                                  port (COM2: I/O 0x2F8, IRQ 3, v86's `uart1`), where the Sandglass
+ *                                  guest agent listens (scripts/debian-root/src/sandglass-agent.c,
+ *                                  src/vm/guest-agent.ts: restoring a file into the running guest).
+ *                                  It is part of every saved state, so it is part of the shape: a
+ *                                  state taken without it never restores into a machine with it, or
+ *                                  the other way round.
  */
 
 export const FORMAT = "sandglass-disk";
@@ -112,6 +119,8 @@ export interface Hardware {
   vgaMemoryBytes: number;
   bootDevice: BootDevice;
   drives?: Drive[];
+  /** A second serial port (COM2) for the guest agent (see the format notes above). */
+  serial1?: boolean;
 }
 
 /** Where a machine's disk is attached (see the format notes above). */
@@ -166,6 +175,7 @@ function parseHardware(value: unknown): Hardware | undefined {
   }
   const bootDevice = h.bootDevice ?? "hda";
   if (!BOOT_DEVICES.includes(bootDevice as BootDevice)) throw new ManifestError(`hardware.bootDevice must be one of ${BOOT_DEVICES.join(", ")}`);
+  if (h.serial1 !== undefined && typeof h.serial1 !== "boolean") throw new ManifestError("hardware.serial1 must be true or false");
   return {
     memoryBytes: h.memoryBytes as number,
     network: h.network,
@@ -173,6 +183,7 @@ function parseHardware(value: unknown): Hardware | undefined {
     vgaMemoryBytes: vga,
     bootDevice: bootDevice as BootDevice,
     ...(h.drives === undefined ? {} : { drives: parseDrives(h.drives, bootDevice as BootDevice) }),
+    ...(h.serial1 === true ? { serial1: true } : {}),
   };
 }
 

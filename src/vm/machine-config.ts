@@ -26,5 +26,7 @@ export function v86Devices(hardware: Hardware, relay: string) {
     ...(hardware.network ? { net_device: { type: "virtio" as const, relay_url: relay } } : {}),
     // An empty in-memory 9p file system; its files are part of every saved state.
     ...(hardware.sharedFolder ? { filesystem: {} } : {}),
+    // COM2, the guest agent's port (guest-agent.ts); in every saved state too.
+    ...(hardware.serial1 ? { uart1: true } : {}),
   };
 }
