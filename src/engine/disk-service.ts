@@ -4,7 +4,7 @@
  * exposes an instance of it through Comlink.
  */
 import { ChunkSource, loadManifest, manifestUrl, type Fetch, type TransferStats } from "./chunk-source.ts";
-import { decodeBundle, encodeBundle } from "./bundle.ts";
+import { decodeBundlePoints, encodeBundle, type PointLabel } from "./bundle.ts";
 import { CHECKPOINT_FORMAT, joinState } from "./checkpoint-format.ts";
 import {
   LEGACY_HARDWARE,
@@ -51,6 +51,8 @@ import { ImageCache, type Eviction, type ImageCacheUsage } from "./image-cache.t
 import { checkRule, DEFAULT_RULE, planThinning } from "./retention.ts";
 import { INDEX_RECORD_BYTES, sweepHistory, type SweepResult } from "./history-sweep.ts";
 import { ancestry } from "./timeline.ts";
+import { bundleHistory, FilesAtPoints, type FilesDiff, type FilesListing, type FilesPoint, type FilesTextDiff } from "./point-files.ts";
+import type { FileStat, PointInfo } from "./ext4/files.ts";
 
 /** Which machine to open: the given id, else the last opened machine of that source, else a new one. */
 export type OpenRequest =
@@ -167,6 +169,7 @@ const sameShape = (a: Hardware, b: Hardware) =>
   a.sharedFolder === b.sharedFolder &&
   a.vgaMemoryBytes === b.vgaMemoryBytes &&
   a.bootDevice === b.bootDevice &&
+  Boolean(a.serial1) === Boolean(b.serial1) &&
   JSON.stringify(a.drives ?? null) === JSON.stringify(b.drives ?? null);
 /** Video memory a person can pick (a state holds it whole). */
 const BOOTABLE_VGA = new Set([2, 8, 16].map((m) => m * 2 ** 20));
@@ -461,6 +464,7 @@ export class DiskService {
     await this.settled();
     await this.opened.reset();
     await this.saved.refresh();
+    this.filesInstance?.forget(); // the history the opened points read is gone (point-files.ts)
     this.activityGeneration++;
     this.activity = [];
     this.activitySeq = 0;
@@ -748,11 +752,8 @@ export class DiskService {
 
   /** Keeps a bundle's snapshot in this browser, as if `repo` had it; returns the id to open. */
   async importBundle(bytes: Uint8Array, repo: string): Promise<string> {
-    const { manifest, contents } = await decodeBundle(bytes);
-    const store = await this.store();
-    // One transaction: a crash keeps the whole snapshot or nothing of it.
-    await store.putBundle(contents, { url: manifestUrl({ repo, kind: "snapshot", name: manifest.name }), manifest, fetched: Date.now(), origin: "bundle" });
-    return manifest.name;
+    // A file with several points opens its newest (openBundle, in "files at a point").
+    return (await this.openBundle(bytes, repo)).id;
   }
 
   private async snapshotOf(checkpointId: string) {
@@ -863,6 +864,7 @@ export class DiskService {
         resume: resume?.id ?? null,
       });
       const result = await sweepHistory(store, disk, this.saved, { plan });
+      this.filesInstance?.forget(); // opened points cached where blocks were (point-files.ts)
       this.checkpointsSinceThin = 0;
       this.lastThin = Date.now();
       await this.rebuildActivity();
@@ -908,6 +910,7 @@ export class DiskService {
     const onPath = ancestry(new Map(branches.map((b) => [b.id, b])), disk.now).map((s) => s.branch);
     if (onPath.includes(id)) throw new Error("The machine is on that branch (or one forked from it): switch to another branch first.");
     const result = await sweepHistory(await this.store(), disk, this.saved, { dropBranches: withDescendants(branches, id) });
+    this.filesInstance?.forget(); // opened points cached where blocks were (point-files.ts)
     await this.rebuildActivity();
     return result;
   }
@@ -983,6 +986,129 @@ export class DiskService {
     this.importing?.abort();
   }
 
+  // ── files at a point (issue 14: the guest's files at any timeline point; point-files.ts) ──────
+
+  private filesInstance: FilesAtPoints | undefined;
+
+  private get files(): FilesAtPoints {
+    this.filesInstance ??= new FilesAtPoints({ disk: () => this.opened, checkpoints: () => this.saved, store: () => this.store() });
+    return this.filesInstance;
+  }
+
+  /**
+   * What changed from point `a` to point `b`, file by file (any two, across branches), with how
+   * far each side can be trusted. Throws UnreadableDiskError ("can't read files on this disk: …")
+   * when the disk has no ext2/3/4 file system.
+   */
+  async filesDiff(a: FilesPoint, b: FilesPoint): Promise<FilesDiff> {
+    await this.settled();
+    return this.files.diff(a, b);
+  }
+
+  /** How far a point's view of its files can be trusted (the file browser's note). */
+  filesInfo(p: FilesPoint): Promise<PointInfo> {
+    return this.files.info(p);
+  }
+
+  /** A directory at a point (FileNotFoundError when it is not one there). */
+  filesList(p: FilesPoint, path: string): Promise<FilesListing> {
+    return this.files.list(p, path);
+  }
+
+  filesStat(p: FilesPoint, path: string): Promise<FileStat> {
+    return this.files.stat(p, path);
+  }
+
+  /** A file's bytes at a point, from `offset`, at most `length` (16 MiB a call: large files in pieces). */
+  filesRead(p: FilesPoint, path: string, offset?: number, length?: number): Promise<Uint8Array> {
+    return this.files.read(p, path, offset, length);
+  }
+
+  /** A folder at a point as a zip (modes kept, symlinks as links). */
+  filesZip(p: FilesPoint, path: string): Promise<Uint8Array> {
+    return this.files.zip(p, path);
+  }
+
+  /** A unified diff of a small text file between two points. */
+  filesTextDiff(a: FilesPoint, b: FilesPoint, path: string): Promise<FilesTextDiff> {
+    return this.files.textDiff(a, b, path);
+  }
+
+  /** The checkpoints a file "with history" of this checkpoint carries (point-files.ts history()). */
+  historyOf(checkpointId: string): Promise<string[]> {
+    return this.files.history(checkpointId);
+  }
+
+  /**
+   * At most how large exportPoints's file is (before compression): every distinct chunk of the
+   * image, every chunk any of the points changed, and every point's machine state.
+   */
+  async exportPointsEstimate(checkpointIds: string[]): Promise<number> {
+    const records = await this.saved.list();
+    const disk = this.opened;
+    const { chunks, chunkSize } = disk.base.manifest;
+    const changed = new Set<number>();
+    let states = 0;
+    for (const id of checkpointIds) {
+      const record = records.find((c) => c.id === id);
+      if (!record) throw new Error("That checkpoint is not in this machine any more.");
+      for (const chunk of await disk.changedChunks(record)) changed.add(chunk);
+      states += record.stateBytes;
+    }
+    return (new Set(chunks.filter((c) => c !== null)).size + disk.base.unknownChunks + changed.size) * chunkSize + states;
+  }
+
+  /**
+   * Several checkpoints as one bundle file (format version 2; one point: exportBundle's version 1),
+   * oldest first: `npm run sandglass -- diff <file> 0 1` reads what changed between them, and the
+   * page opens the newest.
+   */
+  async exportPoints(checkpointIds: string[]): Promise<{ name: string; bytes: Uint8Array }> {
+    if (checkpointIds.length === 1) return this.exportBundle(checkpointIds[0]!);
+    await this.settled();
+    const disk = this.opened;
+    // A snapshot lists the whole disk: a URL image's chunks not read yet are fetched and pinned.
+    await disk.base.fetchAll();
+    const records = await this.saved.list();
+    const ordered = checkpointIds
+      .map((id) => records.find((c) => c.id === id) ?? never(new Error("That checkpoint is not in this machine any more.")))
+      .sort((a, b) => a.time - b.time);
+    const { bytes, points } = await bundleHistory(
+      disk,
+      ordered.map((c) => c.id),
+      async (id) => {
+        const { record, state } = await this.saved.load(id);
+        return {
+          label: { time: record.time, branch: record.branch, seq: record.seq, checkpoint: record.id, ...(record.name ? { name: record.name } : {}) },
+          point: { branch: record.branch, seq: record.seq },
+          state,
+          hardware: record.hardware ?? this.imageHardware,
+          description: `${disk.record.name}, ${new Date(record.time).toISOString().slice(0, 16).replace("T", " ")} UTC`,
+          ...(record.thumbnail ? { thumbnail: record.thumbnail } : {}),
+        };
+      },
+      (ref) => disk.base.getRef(ref, null, "a disk chunk"),
+    );
+    return { name: `${points.at(-1)!.manifest.name}.sandglass`, bytes };
+  }
+
+  /**
+   * Keeps a bundle's newest point in this browser (as importBundle does) and says which it was:
+   * a file with history holds several, and the page opens the newest.
+   */
+  async openBundle(bytes: Uint8Array, repo: string): Promise<{ id: string; label: PointLabel; points: number }> {
+    const { points, contents } = await decodeBundlePoints(bytes);
+    const newest = points.reduce((a, b) => (b.label.time >= a.label.time ? b : a));
+    // Only the chunks the opened point uses: the others' would sit in storage unused.
+    const used = new Set(referencedChunks(newest.manifest).map(chunkHash));
+    const kept = new Map([...contents].filter(([hash]) => used.has(hash)));
+    const store = await this.store();
+    const url = manifestUrl({ repo, kind: "snapshot", name: newest.manifest.name });
+    // One transaction: a crash keeps the whole snapshot or nothing of it.
+    await store.putBundle(kept, { url, manifest: newest.manifest, fetched: Date.now(), origin: "bundle" });
+    return { id: newest.manifest.name, label: newest.label, points: points.length };
+  }
+
   // ── reporting ───────────────────────────────────────────────────────────────────────────────
 
   /** Reports transfer counters while they change (at most every PROGRESS_INTERVAL_MS). */
@@ -1027,8 +1153,8 @@ export function storageFailure(err: unknown, what: string): string {
   return `${what[0]!.toUpperCase()}${what.slice(1)} could not be saved in this browser: ${err instanceof Error ? err.message : String(err)}`;
 }
 
-function never(): never {
-  throw new Error("unreachable");
+function never(err = new Error("unreachable")): never {
+  throw err;
 }
 
 /** A machine with no history yet: its disk is `source` as it is. */
