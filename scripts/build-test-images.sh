@@ -61,7 +61,7 @@ PROMPT 0
 TIMEOUT 0
 LABEL live
   KERNEL /vmlinuz
-  APPEND initrd=/initrd.img console=tty0 console=ttyS0,115200 quiet loglevel=3 tsc=reliable mitigations=off nowatchdog
+  APPEND initrd=/initrd.img console=tty0 console=ttyS0,115200 quiet loglevel=3 tsc=reliable mitigations=off nowatchdog cryptomgr.notests noisapnp
 CFG
 find "$WORK/iso" -exec touch -h -d "@$EPOCH" {} +
 xorriso -as mkisofs -quiet -o "$OUT/live.iso" -V SANDGLASS_LIVE -r -J \
