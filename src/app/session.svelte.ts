@@ -19,6 +19,8 @@ import { describe } from "./format.ts";
 import { machineHash, snapshotHash, type Route } from "./route.ts";
 import type { MachineRecord } from "../engine/store-format.ts";
 import { SharedFolder, type SharedFile } from "../vm/shared-folder.ts";
+import { GuestAgent, type AgentHost } from "../vm/guest-agent.ts";
+import { FilesView } from "./files.svelte.ts";
 
 export type Status = "opening" | "booting" | "resuming" | "running" | "rewinding" | "resetting" | "restarting" | "error";
 
@@ -54,6 +56,8 @@ export interface ShareState {
 }
 
 const TOKEN_KEY = "sandglass:upload-token";
+/** A notice to show after the page reloads (opening a file navigates, which reloads). */
+const CARRIED_NOTICE_KEY = "sandglass:notice";
 
 /** The storage panel: the worker's report plus what only the page can ask the browser. */
 export interface StorageView extends StorageReport {
@@ -130,11 +134,21 @@ export class Session {
 
   /** Bringing a disk image file (see own-image.svelte.ts). */
   readonly ownImage: OwnImageImport;
+  /** Files at timeline points: compare, browse, download, restore (see files.svelte.ts). */
+  readonly files: FilesView;
+  /** The guest agent on COM2, when the machine has that port (restoring a file: guest-agent.ts). */
+  private agent: GuestAgent | undefined;
 
   constructor(private readonly startup: Startup) {
     this.route = startup.route;
     this.repo = startup.repo;
     this.ownImage = new OwnImageImport(startup.bridge.api);
+    this.files = new FilesView(this, startup.bridge.api);
+  }
+
+  /** The guest agent's page end, if the machine has its serial port (whether the guest runs it: ping()). */
+  get guestAgent(): GuestAgent | undefined {
+    return this.agent;
   }
 
   /** The disk worker's API and the emulator, for the browser console and the benchmarks. */
@@ -177,6 +191,11 @@ export class Session {
         () => void this.refreshTimeline().catch(() => undefined),
       );
       const route = this.route;
+      const carried = sessionStorage.getItem(CARRIED_NOTICE_KEY);
+      if (carried) {
+        sessionStorage.removeItem(CARRIED_NOTICE_KEY);
+        this.notice = carried;
+      }
       const info = await this.startup.opening;
       this.machine = info;
       // A machine of an image read from a URL that has changed there: said, and kept up.
@@ -242,6 +261,7 @@ export class Session {
       },
     });
     if (info.hardware.sharedFolder) this.sharedFolder = new SharedFolder(this.emulator as unknown as ConstructorParameters<typeof SharedFolder>[0]);
+    if (info.hardware.serial1) this.agent = new GuestAgent(this.emulator as unknown as AgentHost);
     this.emulator.add_listener("emulator-started", () => {
       if (this.started) return;
       this.started = true;
@@ -290,15 +310,15 @@ export class Session {
   // ── checkpoints ─────────────────────────────────────────────────────────────────────────────
 
   /** Saves RAM, CPU, devices and the disk point; the person's button and the timer both use it. */
-  checkpoint(auto = false): Promise<CheckpointSummary | undefined> {
+  checkpoint(auto = false, name?: string): Promise<CheckpointSummary | undefined> {
     // Checked when asked, not when its turn comes: a rewind asked for after it waits for it.
     if (this.status !== "running") return Promise.resolve(undefined);
-    const run = this.checkpointing.then(() => this.takeCheckpoint(auto));
+    const run = this.checkpointing.then(() => this.takeCheckpoint(auto, name));
     this.checkpointing = run.catch(() => undefined);
     return run;
   }
 
-  private async takeCheckpoint(auto: boolean): Promise<CheckpointSummary | undefined> {
+  private async takeCheckpoint(auto: boolean, name?: string): Promise<CheckpointSummary | undefined> {
     const api = this.bridge?.api;
     const emulator = this.emulator;
     if (!api || !emulator || this.status === "error") return undefined;
@@ -315,6 +335,7 @@ export class Session {
       const saved = await api.saveCheckpoint(await point, handOver(new Uint8Array(state)), {
         auto,
         ...(thumbnail ? { thumbnail } : {}),
+        ...(name ? { name } : {}),
       });
       this.lastCheckpoint = { pauseMs, storedBytes: saved.storedBytes };
       if (!this.persistenceAsked) void this.askPersistence();
@@ -531,7 +552,12 @@ export class Session {
   /** Opens a snapshot file: keeps it in this browser and navigates to it. */
   async importFile(file: File): Promise<void> {
     try {
-      const id = await this.bridge!.api.importBundle(new Uint8Array(await file.arrayBuffer()), this.repo);
+      const { id, label, points } = await this.bridge!.api.openBundle(new Uint8Array(await file.arrayBuffer()), this.repo);
+      // A file with history holds several points: it opens at its newest, and says so.
+      if (points > 1) {
+        const which = `${label.name ? `“${label.name}”, ` : ""}${new Date(label.time).toLocaleString()}`;
+        sessionStorage.setItem(CARRIED_NOTICE_KEY, `Opened ${file.name} at its newest point (${which}), the last of its ${points} points; the command line reads the others (npm run sandglass -- points ${file.name}).`);
+      }
       location.hash = snapshotHash(id);
     } catch (err) {
       this.notice = describe(err);

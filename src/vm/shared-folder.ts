@@ -65,6 +65,8 @@ export class SharedFolder {
     const files: SharedFile[] = [];
     const walk = (dir: string, depth: number) => {
       for (const name of (fs.read_dir(dir) ?? []).sort()) {
+        // A file on its way to the guest agent (guest-agent.ts): not the person's.
+        if (dir === "/" && name.startsWith(".sandglass-restore-")) continue;
         const path = `${dir === "/" ? "" : dir}/${name}`;
         const { id } = fs.SearchPath(path);
         if (id === -1) continue;
