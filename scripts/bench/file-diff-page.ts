@@ -5,13 +5,13 @@
  *   npx tsx scripts/bench/file-diff-page.ts        (after `npm start` or `npm test` built once)
  *
  * A fresh profile opens the Debian machine (its booted snapshot: a 2 GiB disk, ~1.9 GiB root file
- * system with 705 MiB of files), checkpoints, changes 100 files in the guest (40 edited in place
- * across /usr/share/doc, 25 created, 15 removed, 10 chmod'ed, 10 renamed), syncs and checkpoints
- * again; then the two checkpoints are compared as the timeline does (DiskService.filesDiff):
- *   first    right after (the points were never opened; the disk blocks the diff reads that the
- *            guest never read come from the repository, verified and stored)
- *   again    the same diff three times (points open: their block caches warm)
- *   reloaded after a reload (a new worker: nothing open, every block from IndexedDB), three times
+ * system with 705 MiB of files); for each scenario below it checkpoints, changes 100 files in the
+ * guest, syncs and checkpoints again; then each pair of checkpoints is compared as the timeline
+ * does (DiskService.filesDiff):
+ *   first    right after (the points were never opened; disk blocks the guest never read come
+ *            from the repository, verified and stored)
+ *   again    the same diff (points open)
+ *   reload   after a reload (a new worker: nothing open, every block from IndexedDB)
  * Each figure is the worker's own time (the `ms` it reports) and the page's round trip through
  * Comlink around it.
  */
@@ -21,15 +21,36 @@ import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { appAnswers, launchWithProfile, startServers, typeApp, waitFor } from "./run.ts";
 
-/** The guest's changes: 100 files, as described above; prints how many paths it touched. */
-const CHANGES = [
-  "F=$(find /usr/share/doc -name copyright | sort | awk 'NR%4==1' | head -40); for f in $F; do echo edited >> $f; done",
-  "mkdir -p /srv/bench; for i in $(seq 1 20); do echo new $i > /srv/bench/new$i.txt; done; for i in $(seq 1 5); do echo conf $i > /etc/bench$i.conf; done",
-  "R=$(find /usr/share/man/man1 -name '*.gz' | sort | awk 'NR%5==0' | head -15); rm -f $R",
-  "C=$(find /usr/share/doc -name changelog.Debian.gz | sort | awk 'NR%7==0' | head -10); chmod 600 $C",
-  "M=$(find /usr/share/man/man8 /usr/share/man/man5 -name '*.gz' | sort | awk 'NR%3==0' | head -10); for f in $M; do mv $f $f.old; done",
-  "sync; sleep 1.5; echo touched-$(($(echo $F | wc -w) + 25 + $(echo $R | wc -w) + $(echo $C | wc -w) + $(echo $M | wc -w)))-$((20+5))",
-].join("; ");
+/**
+ * The guest's changes, 100 files each; each prints how many files it changed. "scattered": 40
+ * edited in place across /usr/share/doc, 25 created, 15 removed, 10 chmod'ed, 10 renamed, all over
+ * the tree (the diff must search directories to name files edited in unchanged folders);
+ * "clustered": the same kinds of change within five folders (a typical command's footprint).
+ */
+const SCENARIOS: { name: string; commands: string }[] = [
+  {
+    name: "scattered",
+    commands: [
+      "F=$(find /usr/share/doc -name copyright | sort | awk 'NR%4==1' | head -40); for f in $F; do echo edited >> $f; done",
+      "mkdir -p /srv/bench; for i in $(seq 1 20); do echo new $i > /srv/bench/new$i.txt; done; for i in $(seq 1 5); do echo conf $i > /etc/bench$i.conf; done",
+      "R=$(find /usr/share/man/man1 -name '*.gz' | sort | awk 'NR%5==0' | head -15); rm -f $R",
+      "C=$(find /usr/share/doc -name changelog.Debian.gz | sort | awk 'NR%7==0' | head -10); chmod 600 $C",
+      "M=$(find /usr/share/man/man8 /usr/share/man/man5 -name '*.gz' | sort | awk 'NR%3==0' | head -10); for f in $M; do mv $f $f.old; done",
+      "sync; sleep 1.5; echo touched-NAME-$(($(echo $F | wc -w) + 25 + $(echo $R | wc -w) + $(echo $C | wc -w) + $(echo $M | wc -w)))-$((20+5))",
+    ].join("; "),
+  },
+  {
+    name: "clustered",
+    commands: [
+      "F=$(ls -d /usr/share/man/man1/*.gz | awk 'NR%2==0' | head -40); for f in $F; do echo edited >> $f; done",
+      "mkdir -p /srv/clustered; for i in $(seq 1 25); do echo new $i > /srv/clustered/new$i.txt; done",
+      "R=$(ls -d /usr/share/man/man8/*.gz | head -15); rm -f $R",
+      "C=$(ls -d /usr/share/man/man1/*.gz | awk 'NR%2==1' | head -10); chmod 600 $C",
+      "M=$(ls -d /usr/share/man/man5/*.gz | head -10); for f in $M; do mv $f $f.old; done",
+      "sync; sleep 1.5; echo touched-NAME-$(($(echo $F | wc -w) + 25 + $(echo $R | wc -w) + $(echo $C | wc -w) + $(echo $M | wc -w)))-$((20+5))",
+    ].join("; "),
+  },
+];
 
 type Point = { branch: number; seq: number; id: string };
 
@@ -66,34 +87,38 @@ export async function fileDiffPageBench(): Promise<void> {
     const page = context.pages()[0] ?? (await context.newPage());
     await page.goto(servers.app.url);
     await appAnswers(page);
-    const a = await checkpointNow(page);
     const serial = () => page.locator(".terminal .xterm-rows").innerText();
-    await typeApp(page, `${CHANGES}\n`);
-    let touched = "";
-    await waitFor(
-      async () => {
-        touched = /touched-(\d+)-25/.exec(await serial())?.[1] ?? "";
-        return touched !== "";
-      },
-      300_000,
-      "the guest's changes",
-    );
-    const b = await checkpointNow(page);
+    const pairs: { name: string; a: Point; b: Point; touched: string }[] = [];
+    for (const scenario of SCENARIOS) {
+      const a = await checkpointNow(page);
+      await typeApp(page, `${scenario.commands.replace("NAME", scenario.name)}\n`);
+      const answer = new RegExp(`touched-${scenario.name}-(\\d+)-25`);
+      let touched = "";
+      await waitFor(
+        async () => {
+          touched = answer.exec(await serial())?.[1] ?? "";
+          return touched !== "";
+        },
+        300_000,
+        `the guest's ${scenario.name} changes`,
+      );
+      pairs.push({ name: scenario.name, a, b: await checkpointNow(page), touched });
+    }
     const rows: string[][] = [];
-    const first = await diffOnce(page, a, b);
-    rows.push(["first (points never opened)", ms(first.worker), ms(first.page), first.phases, String(first.blocks), String(first.changes), first.more]);
-    for (let i = 1; i <= 3; i++) {
-      const d = await diffOnce(page, a, b);
-      rows.push([`again #${i} (points open)`, ms(d.worker), ms(d.page), d.phases, String(d.blocks), String(d.changes), d.more]);
+    const row = (name: string, label: string, d: Awaited<ReturnType<typeof diffOnce>>) =>
+      rows.push([name, label, ms(d.worker), ms(d.page), d.phases, String(d.blocks), String(d.changes), d.more]);
+    for (const { name, a, b } of pairs) {
+      row(name, "first (points never opened)", await diffOnce(page, a, b));
+      for (let i = 1; i <= 2; i++) row(name, `again #${i} (points open)`, await diffOnce(page, a, b));
     }
     await page.reload();
     await appAnswers(page);
-    for (let i = 1; i <= 3; i++) {
-      const d = await diffOnce(page, a, b);
-      rows.push([`after a reload #${i}${i === 1 ? " (nothing open)" : ""}`, ms(d.worker), ms(d.page), d.phases, String(d.blocks), String(d.changes), d.more]);
+    for (const { name, a, b } of pairs) {
+      row(name, "after a reload (nothing open)", await diffOnce(page, a, b));
+      row(name, "after a reload, again", await diffOnce(page, a, b));
     }
-    console.log(`\nIn-page file diff, Debian guest, ${touched} files changed (${new Date().toISOString()})\n`);
-    console.log("| diff | worker | page round trip | open / changedBlocks / diff | blocks changed | changes listed | diff reads |\n|---|---|---|---|---|---|---|");
+    console.log(`\nIn-page file diff, Debian guest (${pairs.map((p) => `${p.name}: ${p.touched} files changed`).join(", ")}; ${new Date().toISOString()})\n`);
+    console.log("| scenario | diff | worker | page round trip | open / changedBlocks / diff | blocks changed | changes listed | diff reads |\n|---|---|---|---|---|---|---|---|");
     for (const r of rows) console.log(`| ${r.join(" | ")} |`);
   } finally {
     await context.close();
