@@ -56,6 +56,13 @@ describe("manifest hardware", () => {
     expect(hardwareOf(snapshot)).toEqual({ ...hardware, memoryBytes: 128 << 20 });
   });
 
+  it("has COM2 for the guest agent only when it says so (serial1, added later: absent in older manifests)", () => {
+    const hardware = { memoryBytes: 256 << 20, network: true, sharedFolder: true, vgaMemoryBytes: 2 << 20, bootDevice: "hda" };
+    expect(hardwareOf(parseManifest({ ...image, hardware: { ...hardware, serial1: true } })).serial1).toBe(true);
+    expect(hardwareOf(parseManifest({ ...image, hardware })).serial1).toBeUndefined();
+    expect(hardwareOf(parseManifest({ ...image, hardware: { ...hardware, serial1: false } }))).toEqual(hardware);
+  });
+
   it("refuses a malformed shape", () => {
     for (const hardware of [
       {},
@@ -63,6 +70,7 @@ describe("manifest hardware", () => {
       { memoryBytes: 64 << 20, network: "yes", sharedFolder: false },
       { memoryBytes: 64 << 20, network: true, sharedFolder: false, vgaMemoryBytes: 3 << 20 },
       { memoryBytes: 64 << 20, network: true, sharedFolder: false, bootDevice: "usb" },
+      { memoryBytes: 64 << 20, network: true, sharedFolder: false, serial1: "yes" },
     ]) {
       expect(() => parseManifest({ ...image, hardware })).toThrow(ManifestError);
     }
