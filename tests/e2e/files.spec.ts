@@ -9,7 +9,8 @@
  *   and a folder (zip) downloaded as they were; the file browser; one file restored from the
  *   earlier point into the running guest (md5sum matches the earlier content, everything else
  *   keeps its later content: the diff from the later point to the restore lists that file alone);
- *   the restore undone from the timeline.
+ *   the restore undone from the timeline; the same restore from the file browser, undone with the
+ *   page's Undo.
  * - The small busybox image (ext4, no agent): the diff works, a restore says it needs the agent,
  *   download still works, a point taken while the guest writes is flagged; "Download as file"
  *   with history, and `npm run sandglass -- diff <file> 0 1` lists the changed file.
@@ -249,6 +250,23 @@ test("Debian: the changed files are exactly what the guest changed; one file res
   await clickPoint(page, `[data-id="${before}"]`);
   await expect(page.getByTestId("status")).toHaveText("Running", { timeout: 120_000 });
   expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "undone")).toBe(md5(confB));
+
+  // The same from the file browser at A, taken back with the Undo the page offers.
+  await page.getByTestId("compare-toggle").click();
+  await clickPoint(page, `[data-id="${a}"]`);
+  await page.getByTestId("browse-picked").click();
+  await expect(browser).toHaveAttribute("data-phase", "done");
+  await browser.getByRole("button", { name: "etc/" }).click();
+  await expect(browser).toHaveAttribute("data-path", "/etc");
+  await browser.locator('[data-testid="entry"][data-name="sandglass-demo.conf"] [data-testid="restore-entry"]').click();
+  await expect(page.getByTestId("restore-status")).toHaveAttribute("data-phase", "done", { timeout: 120_000 });
+  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "again")).toBe(md5(confA));
+  await page.getByTestId("undo-restore").click();
+  await expect(page.getByTestId("notice")).toContainText("Undid the restore of /etc/sandglass-demo.conf");
+  await expect(page.getByTestId("status")).toHaveText("Running", { timeout: 120_000 });
+  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "undone2")).toBe(md5(confB));
+  await page.getByTestId("close-browser").click();
+  await page.getByTestId("compare-toggle").click();
 });
 
 test("the small image (no agent): the diff works, restore says it needs the agent, download works, a point taken mid-write is flagged; a file with history diffs on the command line and opens at its newest point", async () => {
