@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest disk images (if their inputs changed) and imports them into the local image
 # repository that the app and the tests serve. Fast when everything is up to date.
-#   default      Debian 12 (build-debian.sh), 256 MiB, network, shared folder; booted snapshot
+#   default      Debian 12 (build-debian.sh), 256 MiB, network, shared folder, COM2 for the guest agent; booted snapshot
 #   debian-cold  the same disk without a booted snapshot: opening it cold-boots the kernel
 #   small        the busybox image (build-image.sh), 64 MiB; booted snapshot (most tests use it)
 #   plain        the same small disk, cold boot (tests and benchmarks)
