@@ -227,8 +227,14 @@ export class LocalStore implements RepoStore {
     const path = this.path(rel);
     await mkdir(dirname(path), { recursive: true });
     const tmp = `${path}.upload-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    await writeFile(tmp, data);
-    await rename(tmp, path);
+    try {
+      await writeFile(tmp, data);
+      await rename(tmp, path);
+    } catch (err) {
+      // A full disk or a failed rename: no half-written file is left behind.
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
   }
 
   /**
@@ -240,8 +246,8 @@ export class LocalStore implements RepoStore {
     const path = this.path(rel);
     await mkdir(dirname(path), { recursive: true });
     const tmp = `${path}.upload-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    await writeFile(tmp, data);
     try {
+      await writeFile(tmp, data);
       await link(tmp, path);
       return true;
     } catch (err) {

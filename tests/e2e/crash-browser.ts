@@ -37,8 +37,20 @@ export interface RunningBrowser {
   kill(): Promise<void>;
 }
 
-/** Starts Chromium on `profile` (created if missing) and attaches to its one page. */
+/**
+ * Starts Chromium on `profile` (created if missing) and attaches to its one page. A start that
+ * never answers (once seen on a machine at load 10) is killed and tried once more.
+ */
 export async function launchOn(profile: string): Promise<RunningBrowser> {
+  try {
+    return await start(profile);
+  } catch (err) {
+    console.log(`crash: Chromium did not start, trying again: ${String(err).slice(0, 300)}`);
+    return start(profile);
+  }
+}
+
+async function start(profile: string): Promise<RunningBrowser> {
   const executable = config.use?.launchOptions?.executablePath ?? "/usr/bin/chromium";
   const child = spawn(executable, [...FLAGS, `--user-data-dir=${profile}`, "about:blank"], {
     detached: true, // its own process group: one signal reaches every process it starts

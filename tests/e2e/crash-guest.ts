@@ -94,16 +94,28 @@ export async function shell(page: Page, command: string, answer?: RegExp, timeou
  * Waits until the shell answers (after a resume, a rewind, a reopen): Ctrl-C ends whatever the
  * checkpoint caught the guest doing (a `dd` would run to its end otherwise), then an `echo` of a
  * computed marker, again every few seconds (keys sent before the guest's shell reads them are lost).
+ * Each try captures the serial output again, in case the page reloaded meanwhile.
  */
 export async function waitForShell(page: Page, timeout = 180_000): Promise<void> {
   await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout });
   const n = ++counter;
   await clearSerial(page);
   await send(page, "\x03");
-  await expect(async () => {
-    await send(page, `echo ready-$((${n}+0))\n`);
-    await waitFor(page, new RegExp(`ready-${n}\\b`), 5_000);
-  }).toPass({ timeout, intervals: [0] });
+  try {
+    await expect(async () => {
+      await captureSerial(page);
+      await send(page, `echo ready-$((${n}+0))\n`);
+      await waitFor(page, new RegExp(`ready-${n}\\b`), 5_000);
+    }).toPass({ timeout, intervals: [0] });
+  } catch (err) {
+    const state = await page
+      .evaluate(() => {
+        const w = window as unknown as SerialWindow & { sandglass: { status: string; error: string | null } };
+        return `status ${w.sandglass.status}, error ${w.sandglass.error}, url ${location.href}, serial: ${(w.crashSerial ?? "").slice(-1500)}`;
+      })
+      .catch((e: unknown) => String(e));
+    throw new Error(`the guest's shell does not answer: ${state}`, { cause: err });
+  }
 }
 
 /** The size of step `k`'s file: 4 to 64 KiB, depending on the step (`yes` is slow in the guest). */

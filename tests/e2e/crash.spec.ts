@@ -192,8 +192,11 @@ class Lab {
   /** The kill whose round this is (0: setting up) and what is happening. */
   private round = 0;
   private during: "op" | "check" = "check";
-  /** The guest's files when the test takes a checkpoint: given to manual checkpoints that appear. */
-  private expectation: FileCheck | undefined;
+  /**
+   * The guest's files as last read, and when (page clock): given to manual checkpoints taken since.
+   * Cleared while a command changes them.
+   */
+  private expectation: { files: FileCheck; since: number } | undefined;
   /** What the guest reported when the test took each of its checkpoints. */
   private readonly expectations = new Map<string, FileCheck>();
   /** Rounds that wrote the 64 MiB file: their checkpoints' checks read it back. */
@@ -241,6 +244,7 @@ class Lab {
 
   /** Goes to `url` (through about:blank: a new hash reloads the app) and waits for the shell. */
   async open(url: string): Promise<PageView> {
+    this.expectation = undefined;
     await this.page.goto("about:blank");
     await this.page.goto(url);
     await captureSerial(this.page);
@@ -266,7 +270,9 @@ class Lab {
     for (const c of v.checkpoints) {
       if (this.checkpoints.has(c.id) || !shownSaved(c)) continue;
       this.checkpoints.set(c.id, { item: c, round: this.round, during: this.during });
-      if (!c.auto && this.expectation && this.during === "op") this.expectations.set(c.id, this.expectation);
+      // A checkpoint the test took (manual, unnamed: not a shared point) after it read the files.
+      const expectation = this.expectation;
+      if (!c.auto && !c.name && expectation && c.time >= expectation.since && !this.expectations.has(c.id)) this.expectations.set(c.id, expectation.files);
     }
     for (const q of v.quiet) if (!this.quiet.has(q.id)) this.quiet.set(q.id, { item: q, round: this.round, during: this.during });
     return v;
@@ -297,15 +303,17 @@ class Lab {
 
   /** Writes the next step's file; returns the guest's files after it. */
   async writeStep(): Promise<FileCheck> {
+    this.expectation = undefined;
     await shell(this.page, stepCommand(++this.step), undefined, COMMAND_TIMEOUT_MS);
     return this.expectNow();
   }
 
   /** The guest's files now: what a checkpoint the test takes next must give back. */
   async expectNow(big = false): Promise<FileCheck> {
+    const since = await this.page.evaluate(() => Date.now());
     const files = await checkFiles(this.page, big, COMMAND_TIMEOUT_MS);
     if (!files.good) this.fail(`the running guest's files do not match their checksums: ${JSON.stringify(files)}`);
-    this.expectation = files;
+    this.expectation = { files, since };
     return files;
   }
 
@@ -441,7 +449,10 @@ class Lab {
     switch (kill.scenario) {
       case "dd": {
         this.bigRounds.add(kill.n);
-        const dd = () => shell(this.page, ddCommand(++this.step), undefined, COMMAND_TIMEOUT_MS);
+        const dd = () => {
+          this.expectation = undefined;
+          return shell(this.page, ddCommand(++this.step), undefined, COMMAND_TIMEOUT_MS);
+        };
         if (calibrate) await measure(dd);
         await this.expectNow(true);
         return this.killDuring(kill, dd);
@@ -550,6 +561,7 @@ class Lab {
 
   /** Clicks what rewinds the machine (a checkpoint card, or a branch's switch button); waits until it runs there. */
   async clickRewind(selector: string, onStrip = true): Promise<void> {
+    this.expectation = undefined;
     await clearSerial(this.page);
     if (onStrip) await clickPoint(this.page, selector);
     else await this.page.locator(selector).click();
@@ -802,6 +814,7 @@ class Lab {
 
   /** Restores each checkpoint in the guest (the session's rewindTo) and checks its files. */
   async restore(picked: Seen<CheckpointView>[]): Promise<void> {
+    this.expectation = undefined;
     for (const seen of picked) {
       const id = seen.item.id;
       const started = Date.now();
@@ -868,6 +881,8 @@ class Lab {
   private async checkRepository(): Promise<void> {
     const dir = join(REPO_ROOT, "snapshots");
     for (const file of await readdir(dir)) {
+      // A snapshot the server is still writing (its temporary name; renamed whole when done).
+      if (file.includes(".upload-")) continue;
       const manifest = JSON.parse(await readFile(join(dir, file), "utf8")) as DiskManifest;
       for (const ref of [...manifest.chunks, ...(manifest.machine?.pieces ?? [])]) {
         if (ref && !(await stat(join(REPO_ROOT, "chunks", ref)).catch(() => null))) this.fail(`snapshot ${file} names chunk ${ref}, which the repository lacks`);
