@@ -151,7 +151,7 @@ describe("an hour of a busy guest", () => {
     const bound = 1.25 * needed + bytes.index;
     console.log(
       `busy hour: ${kept.length} of 720 checkpoints and ${keptMarkers.length} of 120 quiet points kept; ` +
-        `${(total(bytes) / 2 ** 20).toFixed(1)} MiB stored (bound ${(bound / 2 ** 20).toFixed(1)} MiB) ` +
+        `${(total(bytes) / 2 ** 20).toFixed(1)} MiB stored (the kept points need ${(needed / 2 ** 20).toFixed(1)} MiB; bound ${(bound / 2 ** 20).toFixed(1)} MiB) ` +
         `vs ${(total(unthinned.bytes) / 2 ** 20).toFixed(1)} MiB unthinned`,
     );
     expect(kept.length).toBeLessThanOrEqual(172);
