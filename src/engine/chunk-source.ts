@@ -119,11 +119,13 @@ export async function loadManifest(
     if (cached) return cached.manifest;
     throw new RepositoryError(`Could not reach the image repository for ${source.kind} "${source.name}" (${String(err)}).`);
   }
-  if (response.status === 404) {
+  if (response.status === 404 || response.status === 403) {
     // An imported snapshot is known here even if its repository never had it.
     const cached = await store.getManifest(url);
     if (cached) return cached.manifest;
-    throw new RepositoryError(`No ${source.kind} named "${source.name}" in the repository ${source.repo}.`);
+    // A bucket that does not let everyone list it answers 403, not 404, for a key it lacks.
+    const why = response.status === 403 ? " (it answered HTTP 403: a bucket says that for a name it does not have, or access is denied)" : "";
+    throw new RepositoryError(`No ${source.kind} named "${source.name}" in the repository ${source.repo}${why}.`);
   }
   if (!response.ok) {
     const cached = await store.getManifest(url);
