@@ -49,7 +49,7 @@ export interface Servers {
 export async function startServers(): Promise<Servers> {
   const requests: RequestRecord[] = [];
   const onRequest = (r: RequestRecord) => requests.push(r);
-  const app = await startServer({ repoRoot: REPO, appRoot: resolve("dist"), onRequest });
+  const app = await startServer({ repoRoot: REPO, appRoot: resolve(process.env.SANDGLASS_APP ?? "dist"), onRequest });
   // The baseline page is plain v86 from node_modules, served from a scratch folder.
   const scratch = await mkdtemp(join(tmpdir(), "sandglass-baseline-"));
   await copyFile(resolve("scripts/bench/baseline.html"), join(scratch, "index.html"));
