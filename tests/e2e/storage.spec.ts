@@ -110,7 +110,7 @@ test("thinning by the person's rule keeps what it must and every kept point rest
   // above if the machine was quiet long enough for one ("three"), else v5 ("five").
   await page.locator('[data-testid="branch"][data-branch="0"] [data-testid="switch-branch"]').click();
   await expect(page.getByTestId("status")).toHaveText("Running");
-  await run(page, "sed 's/^/back-/' /root/v", /back-(three|five)\b/);
+  await run(page, "sed 's/^/back-/' /root/v", /back-(three|five)/);
   await waitForSaved(page);
   const withBranch = await historyBytes(page, id);
   await page.getByTestId("open-storage").click();
