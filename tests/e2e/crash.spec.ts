@@ -192,6 +192,8 @@ class Lab {
   /** The kill whose round this is (0: setting up) and what is happening. */
   private round = 0;
   private during: "op" | "check" = "check";
+  /** When this test began (ms since the epoch): the repository check looks at what came after. */
+  private readonly began = Date.now();
   /**
    * The guest's files as last read, and when (page clock): given to manual checkpoints taken since.
    * Cleared while a command changes them.
@@ -877,12 +879,17 @@ class Lab {
     log(`replayed ${picked.length} quiet points (${sent} changed chunks): ${picked.map((s) => `${s.item.branch}:${s.item.seq}`).join(" ")}`);
   }
 
-  /** Every snapshot manifest in the repository names only chunks it has (a half-published one would not). */
+  /**
+   * Every snapshot manifest published since this test began names only chunks the repository has
+   * (a half-published one would not). Older ones are other tests' (share.spec plants broken ones).
+   */
   private async checkRepository(): Promise<void> {
     const dir = join(REPO_ROOT, "snapshots");
     for (const file of await readdir(dir)) {
       // A snapshot the server is still writing (its temporary name; renamed whole when done).
       if (file.includes(".upload-")) continue;
+      const written = await stat(join(dir, file)).catch(() => null);
+      if (!written || written.mtimeMs < this.began) continue;
       const manifest = JSON.parse(await readFile(join(dir, file), "utf8")) as DiskManifest;
       for (const ref of [...manifest.chunks, ...(manifest.machine?.pieces ?? [])]) {
         if (ref && !(await stat(join(REPO_ROOT, "chunks", ref)).catch(() => null))) this.fail(`snapshot ${file} names chunk ${ref}, which the repository lacks`);
