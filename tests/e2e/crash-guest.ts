@@ -12,7 +12,7 @@
  * its checksum (`md5sum -c`), after dropping the guest's page cache so that the files are read
  * from the disk as the checkpoint left it.
  */
-import { expect, type Page } from "@playwright/test";
+import { expect, test, type Page } from "@playwright/test";
 import { createHash } from "node:crypto";
 
 /** What the check command reports about /root/crash. */
@@ -114,7 +114,10 @@ export async function waitForShell(page: Page, timeout = 180_000): Promise<void>
         return `status ${w.sandglass.status}, error ${w.sandglass.error}, url ${location.href}, serial: ${(w.crashSerial ?? "").slice(-1500)}`;
       })
       .catch((e: unknown) => String(e));
-    throw new Error(`the guest's shell does not answer: ${state}`, { cause: err });
+    // The screen shows the guest's VGA console (kernel messages: a hung task, a disk error).
+    const shot = test.info().outputPath(`no-answer-${Date.now()}.png`);
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => undefined);
+    throw new Error(`the guest's shell does not answer (screen: ${shot}): ${state}`, { cause: err });
   }
 }
 
