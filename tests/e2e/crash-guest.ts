@@ -115,8 +115,13 @@ export async function waitForShell(page: Page, timeout = 180_000): Promise<void>
       })
       .catch((e: unknown) => String(e));
     // The screen shows the guest's VGA console (kernel messages: a hung task, a disk error).
-    const shot = test.info().outputPath(`no-answer-${Date.now()}.png`);
-    await page.screenshot({ path: shot, fullPage: true }).catch(() => undefined);
+    let shot = "none";
+    try {
+      shot = test.info().outputPath(`no-answer-${Date.now()}.png`);
+      await page.screenshot({ path: shot, fullPage: true });
+    } catch {
+      // No test running (a script) or no page left: the error below is what matters.
+    }
     throw new Error(`the guest's shell does not answer (screen: ${shot}): ${state}`, { cause: err });
   }
 }
