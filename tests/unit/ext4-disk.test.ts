@@ -103,8 +103,12 @@ describe("Disk.changedBlocks", () => {
           for (const c of commands) {
             if (c.op === "write") {
               const count = Math.min(c.blocks, SIZE / BLOCK_SIZE - c.block);
-              // Content no other write has (so different entries always mean different bytes).
-              const data = new Uint8Array(count * BLOCK_SIZE).map((_, i) => ((i * 7 + ++unique) % 251) + 1);
+              // Content no other write has (so different entries always mean different bytes): each
+              // block starts with its own serial number (a pattern alone repeats every 251 bytes,
+              // and two writes' blocks could then be byte for byte the same).
+              const data = new Uint8Array(count * BLOCK_SIZE).map((_, i) => ((i * 7) % 251) + 1);
+              const serials = new DataView(data.buffer);
+              for (let k = 0; k < count; k++) serials.setUint32(k * BLOCK_SIZE, ++unique);
               await disk.write(c.block * BLOCK_SIZE, data);
               current.set(data, c.block * BLOCK_SIZE);
               points.push({ point: disk.now, content: current.slice() });
