@@ -14,8 +14,7 @@ import { Disk } from "../../src/engine/disk.ts";
 import { INDEX_RECORD_BYTES, sweepHistory } from "../../src/engine/history-sweep.ts";
 import { LocalStore } from "../../src/engine/local-store.ts";
 import { DEFAULT_RULE, planThinning } from "../../src/engine/retention.ts";
-import type { MachineRecord } from "../../src/engine/store-format.ts";
-import { makeRepository } from "./repository.ts";
+import { makeRepository, modelMachine } from "./repository.ts";
 import { PAGE, pages, v86State } from "./v86-state.ts";
 
 const DISK = 2 * 2 ** 20;
@@ -48,16 +47,7 @@ async function busyHour(thin: boolean) {
   vi.spyOn(Date, "now").mockImplementation(() => clock);
   const { image, manifest, fetchFn } = makeRepository(DISK, 64 * 1024);
   const store = await LocalStore.open(`busy-hour-${thin}`);
-  const machine: MachineRecord = {
-    id: "busy",
-    name: "busy",
-    source: { repo: "http://repo.test/repo/", kind: "image", name: "model" },
-    created: clock,
-    opened: clock,
-    lastSeq: 0,
-    lastBranch: 0,
-    now: { branch: 0, seq: 0 },
-  };
+  const machine = modelMachine("busy", "busy", clock);
   await store.putMachine(machine);
   const disk = await Disk.open(store, new ChunkSource(manifest, machine.source.repo, store, fetchFn), machine);
   const checkpoints = await Checkpoints.open(store, "busy");

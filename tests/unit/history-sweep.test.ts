@@ -18,8 +18,8 @@ import { sweepHistory } from "../../src/engine/history-sweep.ts";
 import { LocalStore } from "../../src/engine/local-store.ts";
 import { planThinning, type RetentionRule } from "../../src/engine/retention.ts";
 import { ancestry } from "../../src/engine/timeline.ts";
-import { BLOCK_SIZE, entryOf, GROUP_BLOCKS, ZERO_PART, type MachineRecord, type Point } from "../../src/engine/store-format.ts";
-import { makeRepository } from "./repository.ts";
+import { BLOCK_SIZE, entryOf, GROUP_BLOCKS, ZERO_PART, type Point } from "../../src/engine/store-format.ts";
+import { makeRepository, modelMachine } from "./repository.ts";
 import { pages, v86State } from "./v86-state.ts";
 
 const CHUNK = 16 * 1024;
@@ -80,16 +80,7 @@ describe("history thinning and branch deletion", () => {
         const { image, manifest, fetchFn } = makeRepository(SIZE, CHUNK);
         const dbName = `sweep-${++dbCounter}`;
         let store = await LocalStore.open(dbName);
-        const machine: MachineRecord = {
-          id: "m1",
-          name: "sweep",
-          source: { repo: "http://repo.test/repo/", kind: "image", name: "model" },
-          created: clock,
-          opened: clock,
-          lastSeq: 0,
-          lastBranch: 0,
-          now: { branch: 0, seq: 0 },
-        };
+        const machine = modelMachine("m1", "sweep", clock);
         await store.putMachine(machine);
         const open = async () => {
           const record = (await store.getMachine("m1"))!;

@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import type { DiskManifest } from "../../src/engine/repo-format.ts";
+import type { MachineRecord } from "../../src/engine/store-format.ts";
 
 export function makeRepository(size: number, chunkSize: number) {
   const image = new Uint8Array(size);
@@ -40,4 +41,18 @@ export function makeRepository(size: number, chunkSize: number) {
     return body ? new Response(body as Uint8Array<ArrayBuffer>) : new Response("missing", { status: 404 });
   };
   return { image, manifest, fetchFn };
+}
+
+/** A new machine of the image `makeRepository` serves ("model"), created at `time`. */
+export function modelMachine(id: string, name: string, time: number): MachineRecord {
+  return {
+    id,
+    name,
+    source: { repo: "http://repo.test/repo/", kind: "image", name: "model" },
+    created: time,
+    opened: time,
+    lastSeq: 0,
+    lastBranch: 0,
+    now: { branch: 0, seq: 0 },
+  };
 }
