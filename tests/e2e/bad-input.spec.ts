@@ -2,21 +2,23 @@
  * Bad input gets a clear message and loses nothing: a corrupt chunk, an unknown image, a broken
  * link, a second tab on the same machine, a network failure halfway.
  */
-import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { expect, smallImage, REPO_ROOT, serve, terminal, test, waitForShell } from "./fixtures.ts";
+import { expect, linkedRepoCopy, smallImage, serve, terminal, test, waitForShell } from "./fixtures.ts";
 
 test("a chunk whose bytes do not match its hash is refused and the page says so", async ({ page }) => {
   // A copy of the repository whose first chunk (the MBR, read first at boot) is corrupt.
   const dir = await mkdtemp(join(tmpdir(), "sandglass-corrupt-"));
   try {
-    await cp(REPO_ROOT, dir, { recursive: true });
-    const manifest = JSON.parse(await readFile(join(dir, "images/plain.json"), "utf8")) as { chunks: (string | null)[] };
+    const root = await linkedRepoCopy(dir);
+    const manifest = JSON.parse(await readFile(join(root, "images/plain.json"), "utf8")) as { chunks: (string | null)[] };
     const first = manifest.chunks[0];
     expect(first).toBeTruthy();
-    await writeFile(join(dir, "chunks", first!), Buffer.from("these are not the bytes you are looking for"));
-    const repo = await serve(dir);
+    // Unlinked first: writing through the hard link would damage the shared repository's chunk.
+    await rm(join(root, "chunks", first!));
+    await writeFile(join(root, "chunks", first!), Buffer.from("these are not the bytes you are looking for"));
+    const repo = await serve(root);
     try {
       await page.goto(`${repo.url}#/i/plain`); // cold boot: the BIOS reads the MBR first
       await expect(page.getByTestId("error")).toContainText("failed verification");

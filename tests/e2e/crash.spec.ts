@@ -57,7 +57,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm, stat, copyFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { clickPoint, REPO_ROOT, serve, type RepoServer } from "./fixtures.ts";
+import { clickPoint, linkedRepoCopy, serve, type FolderRepoServer } from "./fixtures.ts";
 import { launchOn, type RunningBrowser } from "./crash-browser.ts";
 import { Choices, planKills, SCENARIOS, SHORT_SEED, type Kill, type Scenario } from "./crash-plan.ts";
 import { captureSerial, checkFiles, clearSerial, ddCommand, shell, stepCommand, waitFor, waitForShell, type FileCheck } from "./crash-guest.ts";
@@ -224,7 +224,7 @@ class Lab {
   readonly stats = { restores: 0, replays: 0, restoreMs: 0, replayMs: 0, reopenMs: 0 };
 
   constructor(
-    private readonly repo: RepoServer,
+    private readonly repo: FolderRepoServer,
     private readonly receiver: Receiver,
     private readonly work: string,
     private readonly profile: string,
@@ -426,10 +426,10 @@ class Lab {
       return { kind: s.machine.source.kind, name: s.machine.source.name };
     });
     const manifest = JSON.parse(
-      await readFile(join(REPO_ROOT, source.kind === "image" ? "images" : "snapshots", `${source.name}.json`), "utf8"),
+      await readFile(join(this.repo.root, source.kind === "image" ? "images" : "snapshots", `${source.name}.json`), "utf8"),
     ) as DiskManifest;
     const disk = join(this.work, "base.img");
-    await writeBaseDisk(REPO_ROOT, manifest, disk);
+    await writeBaseDisk(this.repo.root, manifest, disk);
     const partition = await mbrPartition(disk, 2);
     const path = join(this.work, "base-p2.img");
     await extractPartition(disk, partition, path);
@@ -881,10 +881,11 @@ class Lab {
 
   /**
    * Every snapshot manifest published since this test began names only chunks the repository has
-   * (a half-published one would not). Older ones are other tests' (share.spec plants broken ones).
+   * (a half-published one would not). The repository is this test's own copy, so tests running
+   * beside it (share.spec plants broken snapshots) are not seen; older snapshots came with the copy.
    */
   private async checkRepository(): Promise<void> {
-    const dir = join(REPO_ROOT, "snapshots");
+    const dir = join(this.repo.root, "snapshots");
     for (const file of await readdir(dir)) {
       // A snapshot the server is still writing (its temporary name; renamed whole when done).
       if (file.includes(".upload-")) continue;
@@ -892,7 +893,7 @@ class Lab {
       if (!written || written.mtimeMs < this.began) continue;
       const manifest = JSON.parse(await readFile(join(dir, file), "utf8")) as DiskManifest;
       for (const ref of [...manifest.chunks, ...(manifest.machine?.pieces ?? [])]) {
-        if (ref && !(await stat(join(REPO_ROOT, "chunks", ref)).catch(() => null))) this.fail(`snapshot ${file} names chunk ${ref}, which the repository lacks`);
+        if (ref && !(await stat(join(this.repo.root, "chunks", ref)).catch(() => null))) this.fail(`snapshot ${file} names chunk ${ref}, which the repository lacks`);
       }
     }
   }
@@ -944,8 +945,8 @@ test("crash-kill: SIGKILL during dd, checkpoints, rewinds, branch switches, publ
   test.setTimeout(FULL ? 8 * 3600_000 : 40 * 60_000);
   announce(kills);
   const started = Date.now();
-  const repo = await serve();
   const work = await mkdtemp(join(tmpdir(), "sandglass-crash-"));
+  const repo = await serve(await linkedRepoCopy(work));
   const receiver = await Receiver.start(join(work, "received"));
   const lab = new Lab(repo, receiver, work, join(work, "profile"));
   const rounds: string[] = [];

@@ -38,7 +38,6 @@ let page: Page;
 const md5 = (text: string) => createHash("md5").update(text).digest("hex");
 
 test.beforeAll(async ({ browser }) => {
-  execFileSync("bash", ["scripts/build-test-images.sh"], { stdio: "inherit" });
   repo = await serve();
   context = await browser.newContext({ acceptDownloads: true });
   page = await context.newPage();

@@ -3,7 +3,10 @@
  * built guest repository, with every request recorded, and helpers that drive the serial terminal.
  */
 import { test as base, expect, type Browser, type Page } from "@playwright/test";
-import { resolve } from "node:path";
+import { execFile } from "node:child_process";
+import { rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
 import { startServer } from "../../server/repo-server.ts";
 
 export interface RequestLog {
@@ -21,15 +24,23 @@ export interface RepoServer {
   close(): Promise<void>;
 }
 
+/** A server of a repository folder (not a bucket). */
+export interface FolderRepoServer extends RepoServer {
+  root: string;
+}
+
+const execFileAsync = promisify(execFile);
+
 export const APP_ROOT = resolve(process.env.SANDGLASS_APP ?? "dist");
 export const REPO_ROOT = resolve(process.env.SANDGLASS_REPO ?? "build/repo");
 
 /** Starts a server on a free loopback port; the caller closes it. `relay`: the guests' TCP relay. */
-export async function serve(repoRoot = REPO_ROOT, options: { relay?: boolean } = {}): Promise<RepoServer> {
+export async function serve(repoRoot = REPO_ROOT, options: { relay?: boolean } = {}): Promise<FolderRepoServer> {
   const requests: RequestLog[] = [];
   const server = await startServer({ repoRoot, appRoot: APP_ROOT, onRequest: (r) => requests.push(r), relay: options.relay ?? false });
   return {
     url: server.url,
+    root: repoRoot,
     requests,
     chunkRequests: (from = 0) => requests.slice(from).filter((r) => r.path.startsWith("/repo/chunks/")),
     close: (() => {
@@ -37,6 +48,22 @@ export async function serve(repoRoot = REPO_ROOT, options: { relay?: boolean } =
       return () => (closing ??= server.close());
     })(),
   };
+}
+
+/**
+ * A private copy of the repository folder, its files hard-linked (instant, no extra space): for a
+ * test that must not see what tests running beside it publish or plant, or that damages a file
+ * (remove the link first, then write: writing through it would damage the shared file too). The
+ * server writes new files by renaming, so the shared folder never sees the copy's uploads.
+ */
+export async function linkedRepoCopy(into: string): Promise<string> {
+  const dir = join(into, "repo");
+  // Hard links need one file system; elsewhere a plain copy (~270 MiB, seconds).
+  await execFileAsync("cp", ["-al", REPO_ROOT, dir]).catch(async () => {
+    await rm(dir, { recursive: true, force: true });
+    await execFileAsync("cp", ["-a", REPO_ROOT, dir]);
+  });
+  return dir;
 }
 
 export const test = base.extend<{ repo: RepoServer }>({

@@ -34,11 +34,6 @@ const RAW_DISK = resolve("build/guest/disk.img");
 const LIVE_CD = resolve("build/test-images/live.iso");
 const FLOPPY = resolve("build/test-images/floppy.img");
 
-test.beforeAll(() => {
-  // Quick when they are up to date (the inputs are stamped).
-  execFileSync("bash", ["scripts/build-test-images.sh"], { stdio: "inherit" });
-});
-
 /** Chooses `file` with "Open file…" and waits for the import dialog's settings. */
 async function chooseImage(p: Page, file: string | { name: string; mimeType: string; buffer: Buffer }): Promise<void> {
   await p.getByTestId("file-input").setInputFiles(file);

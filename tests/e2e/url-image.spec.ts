@@ -7,7 +7,7 @@
  * refused with a message while the machine's history still opens; servers without CORS or Range,
  * a missing file and a compressed file each get a message naming the cause, and nothing stored.
  */
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { copyFile, readFile, stat, writeFile } from "node:fs/promises";
 import { gzipSync } from "node:zlib";
@@ -38,7 +38,6 @@ const FLOPPY = resolve("build/test-images/floppy.img");
 let host: ImageHost;
 
 test.beforeAll(async () => {
-  execFileSync("bash", ["scripts/build-test-images.sh"], { stdio: "inherit" });
   host = await startImageHost();
 });
 
