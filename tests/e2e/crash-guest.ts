@@ -114,6 +114,25 @@ export async function waitForShell(page: Page, timeout = 180_000): Promise<void>
         return `status ${w.sandglass.status}, error ${w.sandglass.error}, url ${location.href}, serial: ${(w.crashSerial ?? "").slice(-1500)}`;
       })
       .catch((e: unknown) => String(e));
+    // What the emulator's devices and the disk adapter were waiting for, to tell a lost disk
+    // request (IDE busy, a read never answered) from a lost serial interrupt (PIC, UART).
+    const devices = await page
+      .evaluate(() => {
+        type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+        const debug = (window as unknown as { sandglass: { debug: { emulator?: Any; disk?: Any } } }).sandglass.debug;
+        const cpu = debug.emulator?.v86?.cpu as Any | undefined;
+        const ide = cpu?.devices?.ide?.primary as Any | undefined;
+        const uart = cpu?.devices?.uart0 as Any | undefined;
+        const disk = debug.disk;
+        return JSON.stringify({
+          ide: ide && { status: ide.master?.status_reg, error: ide.master?.error_reg, command: ide.master?.current_command, inProgress: ide.master?.in_progress_io_ids?.size, dma: ide.dma_status },
+          uart: uart && { ier: uart.ier, iir: uart.iir, lsr: uart.lsr, ints: uart.ints, input: uart.input?.length },
+          pic: cpu?.get_state_pic?.().slice(0, 5),
+          inHlt: cpu?.in_hlt?.[0],
+          adapter: disk && { ...disk.counters, readsInFlight: disk.readsInFlight, inflight: disk.inflight?.size, generation: disk.generation },
+        });
+      })
+      .catch((e: unknown) => String(e));
     // The screen shows the guest's VGA console (kernel messages: a hung task, a disk error).
     let shot = "none";
     try {
@@ -122,7 +141,7 @@ export async function waitForShell(page: Page, timeout = 180_000): Promise<void>
     } catch {
       // No test running (a script) or no page left: the error below is what matters.
     }
-    throw new Error(`the guest's shell does not answer (screen: ${shot}): ${state}`, { cause: err });
+    throw new Error(`the guest's shell does not answer (screen: ${shot}): ${state}; devices: ${devices}`, { cause: err });
   }
 }
 

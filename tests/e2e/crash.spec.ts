@@ -950,6 +950,7 @@ test("crash-kill: SIGKILL during dd, checkpoints, rewinds, branch switches, publ
   const receiver = await Receiver.start(join(work, "received"));
   const lab = new Lab(repo, receiver, work, join(work, "profile"));
   const rounds: string[] = [];
+  let finished = false;
   try {
     await lab.setUp();
     log(`set up in ${Date.now() - started} ms`);
@@ -960,11 +961,15 @@ test("crash-kill: SIGKILL during dd, checkpoints, rewinds, branch switches, publ
       rounds.push(`${line}; round ${Math.round((Date.now() - roundStart) / 1000)} s`);
     }
     if (FULL) await lab.finish();
+    finished = lab.failures.length === 0;
   } finally {
     await lab.close();
     await receiver.close();
     await repo.close();
-    await rm(work, { recursive: true, force: true });
+    // A failed run keeps its profile and repository copy: opening the profile again
+    // (chromium --user-data-dir=<work>/profile, the server on <work>/repo) shows the failure.
+    if (finished) await rm(work, { recursive: true, force: true });
+    else log(`kept for inspection: ${work}`);
   }
   const perScenario = Object.fromEntries(SCENARIOS.map((s) => [s, kills.filter((k) => k.scenario === s).length]));
   log(`done in ${Math.round((Date.now() - started) / 1000)} s: ${JSON.stringify(perScenario)}; measured ${JSON.stringify(Object.fromEntries(lab.durations))}`);

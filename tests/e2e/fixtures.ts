@@ -104,9 +104,10 @@ let markerCount = 0;
 /**
  * Waits until the shell answers, after a cold boot or a resume (which prints no new prompt):
  * types `echo` of a computed marker, again every few seconds (keys typed before the guest's
- * shell opened the serial port are lost), until the marker comes back.
+ * shell opened the serial port are lost), until the marker comes back. Five minutes by default: a
+ * cold boot beside another test on a busy 2-core machine has taken three.
  */
-export async function waitForShell(page: Page, timeout = 180_000): Promise<void> {
+export async function waitForShell(page: Page, timeout = 300_000): Promise<void> {
   await expect(page.getByTestId("status")).toHaveAttribute("data-status", "running", { timeout });
   const n = ++markerCount;
   const marker = `ready-${n * 1000 + 7}`;
