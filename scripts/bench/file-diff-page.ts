@@ -14,12 +14,21 @@
  *   reload   after a reload (a new worker: nothing open, every block from IndexedDB)
  * Each figure is the worker's own time (the `ms` it reports) and the page's round trip through
  * Comlink around it.
+ *
+ * BENCH_PROFILE=1 also profiles the disk worker (worker-profile.ts) around the first scattered diff
+ * and the one after the reload: a .cpuprofile each under /tmp (open in DevTools), and a summary
+ * printed: self time by function and category, IndexedDB requests, fetches and hashes counted.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { appAnswers, launchWithProfile, startServers, typeApp, waitFor } from "./run.ts";
+import { writeFile } from "node:fs/promises";
+import { attachWorker, counters, formatCounters, instrument, profileAround, summarize, workerNow } from "./worker-profile.ts";
+
+/** Profile the worker around the scattered diffs (see the top). */
+const PROFILE = process.env.BENCH_PROFILE === "1";
 
 /**
  * The guest's changes, 100 files each; each prints how many files it changed. "scattered": 40
@@ -79,6 +88,40 @@ async function diffOnce(page: Page, a: Point, b: Point): Promise<{ worker: numbe
 
 const ms = (n: number) => `${Math.round(n)} ms`;
 
+/** The worker's transfer counters (chunks from the network, from IndexedDB). */
+async function transferStats(page: Page): Promise<{ networkChunks: number; cacheChunks: number }> {
+  return page.evaluate(async () => {
+    const api = (window as unknown as { sandglass: { debug: { api: { stats(): Promise<{ networkChunks: number; cacheChunks: number }> } } } }).sandglass.debug.api;
+    return api.stats();
+  });
+}
+
+/** diffOnce, profiled (BENCH_PROFILE=1): the profile goes to /tmp, a summary to the console. */
+async function profiledDiff(page: Page, a: Point, b: Point, label: string): Promise<Awaited<ReturnType<typeof diffOnce>>> {
+  if (!PROFILE) return diffOnce(page, a, b);
+  const worker = await attachWorker(page, "disk.worker");
+  try {
+    await instrument(worker, process.env.BENCH_STACKS === "1");
+    await counters(worker, true);
+    const before = await transferStats(page);
+    const file = `/tmp/h14-${label}-${Date.now()}.cpuprofile`;
+    const t0 = await workerNow(worker);
+    const { result, profile } = await profileAround(worker, file, () => diffOnce(page, a, b));
+    const after = await transferStats(page);
+    const c = await counters(worker, true);
+    // The requests on the diff's timeline (ms from just before the call), for reading by hand.
+    await writeFile(file.replace(".cpuprofile", ".requests.tsv"), c.log.map(([k, s, e, x]) => `${(s - t0).toFixed(1)}\t${(e - t0).toFixed(1)}\t${k}\t${x}`).join("\n"));
+    console.log(`\n── profile of the ${label} diff (${file}) ──`);
+    console.log(`worker ${ms(result.worker)}, ${result.phases}, ${result.more}`);
+    console.log(`chunks: ${after.networkChunks - before.networkChunks} from the network, ${after.cacheChunks - before.cacheChunks} from IndexedDB`);
+    console.log(formatCounters(c));
+    console.log(summarize(profile));
+    return result;
+  } finally {
+    await worker.detach();
+  }
+}
+
 export async function fileDiffPageBench(): Promise<void> {
   const servers = await startServers();
   const profile = await mkdtemp(join(tmpdir(), "sandglass-bench-files-"));
@@ -108,13 +151,13 @@ export async function fileDiffPageBench(): Promise<void> {
     const row = (name: string, label: string, d: Awaited<ReturnType<typeof diffOnce>>) =>
       rows.push([name, label, ms(d.worker), ms(d.page), d.phases, String(d.blocks), String(d.changes), d.more]);
     for (const { name, a, b } of pairs) {
-      row(name, "first (points never opened)", await diffOnce(page, a, b));
+      row(name, "first (points never opened)", name === "scattered" ? await profiledDiff(page, a, b, "scattered-first") : await diffOnce(page, a, b));
       for (let i = 1; i <= 2; i++) row(name, `again #${i} (points open)`, await diffOnce(page, a, b));
     }
     await page.reload();
     await appAnswers(page);
     for (const { name, a, b } of pairs) {
-      row(name, "after a reload (nothing open)", await diffOnce(page, a, b));
+      row(name, "after a reload (nothing open)", name === "scattered" ? await profiledDiff(page, a, b, "scattered-reload") : await diffOnce(page, a, b));
       row(name, "after a reload, again", await diffOnce(page, a, b));
     }
     console.log(`\nIn-page file diff, Debian guest (${pairs.map((p) => `${p.name}: ${p.touched} files changed`).join(", ")}; ${new Date().toISOString()})\n`);
