@@ -268,9 +268,12 @@ export class ChunkSource {
 
   /**
    * Chunk `index`'s content (read-only: callers copy before changing it). Sequential callers get
-   * the next chunks prefetched in the background.
+   * the next chunks prefetched in the background; `sequential: false` is for readers that jump
+   * around and ask for what they need at once (the file browser and diff, ext4/): no prefetch,
+   * and the guest's sequential stream is left undisturbed.
    */
-  async get(index: number): Promise<Uint8Array> {
+  async get(index: number, sequential = true): Promise<Uint8Array> {
+    if (!sequential) return this.load(index, false);
     if (index === this.lastRead + 1) this.prefetch(index + 1, PREFETCH_AHEAD);
     this.lastRead = index;
     return this.load(index);
@@ -286,7 +289,8 @@ export class ChunkSource {
     }
   }
 
-  private load(index: number): Promise<Uint8Array> {
+  /** `waitForStore`: see getRef. */
+  private load(index: number, waitForStore = true): Promise<Uint8Array> {
     const ref = this.manifest.chunks[index];
     if (ref === undefined) throw new RangeError(`chunk ${index} is outside the disk`);
     if (this.known && !this.known[index]) return this.loadRemote(index);
@@ -295,28 +299,31 @@ export class ChunkSource {
       const length = chunkLength(this.manifest, index);
       return Promise.resolve(length === this.zero.length ? this.zero : this.zero.subarray(0, length));
     }
-    return this.getRef(ref, chunkLength(this.manifest, index), `disk chunk ${index}`);
+    return this.getRef(ref, chunkLength(this.manifest, index), `disk chunk ${index}`, true, waitForStore);
   }
 
   /**
    * Any chunk file of the repository by ref (disk chunks, machine state pieces): memory, then
    * IndexedDB, then the network, verified. `length` is checked when known. `keep: false` is for
    * data used once (a snapshot's machine state, which becomes a checkpoint): not cached here.
+   * `waitForStore: false` answers as soon as a fetched chunk is verified (and in memory), its
+   * IndexedDB write going on behind: for the file browser and diff, whose reads follow one another
+   * (a write to IndexedDB took 1–225 ms on a busy machine); the guest's reads wait for it.
    */
-  getRef(ref: string, length: number | null, what: string, keep = true): Promise<Uint8Array> {
+  getRef(ref: string, length: number | null, what: string, keep = true, waitForStore = true): Promise<Uint8Array> {
     const hash = chunkHash(ref);
     const hot = this.memory.get(hash);
     if (hot) return Promise.resolve(hot);
     // Concurrent readers of one chunk (or of two chunks with equal content) share one load.
     let pending = this.inflight.get(hash);
     if (!pending) {
-      pending = this.loadCold(ref, hash, length, what, keep).finally(() => this.inflight.delete(hash));
+      pending = this.loadCold(ref, hash, length, what, keep, waitForStore).finally(() => this.inflight.delete(hash));
       this.inflight.set(hash, pending);
     }
     return pending;
   }
 
-  private async loadCold(ref: string, hash: string, length: number | null, what: string, keep: boolean): Promise<Uint8Array> {
+  private async loadCold(ref: string, hash: string, length: number | null, what: string, keep: boolean, waitForStore: boolean): Promise<Uint8Array> {
     const local = await this.store.getChunk(hash);
     if (local) {
       this.cache?.used(hash);
@@ -332,10 +339,11 @@ export class ChunkSource {
     if (!keep) return data;
     this.memory.set(hash, data);
     // A full quota must not stop the guest: the chunk is still served from memory.
-    await this.store.putChunk(hash, data).then(
+    const stored = this.store.putChunk(hash, data).then(
       () => this.cache?.stored(data.byteLength),
       () => undefined,
     );
+    if (waitForStore) await stored;
     return data;
   }
 

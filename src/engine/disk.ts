@@ -30,6 +30,12 @@ const SECTOR = 512;
 export const QUIET_AFTER_MS = 2000;
 /** Data records kept in memory once read (a file read back reads each record once). */
 const DATA_CACHE_BYTES = 32 * 1024 * 1024;
+/** Index groups looked up per IndexedDB transaction by changedBlocks. */
+const LOOKUP_BATCH = 256;
+/** Most index look-ups readAtCached makes at once on its first read at a point (see there). */
+export const PRELOAD_LOOKUPS = 1024;
+/** The key readAtCached leaves in its caller's `versions` map once it preloaded it. */
+const PRELOADED = "preloaded";
 /** What a block of zeros reads as (shared: blocks handed out are never modified). */
 const ZEROS = new Uint8Array(BLOCK_SIZE);
 /** Entries of a group no write on the branch touched yet. */
@@ -333,13 +339,14 @@ export class Disk {
     return [...chunks];
   }
 
-  private async readNow(offset: number, length: number, at?: Segment[]): Promise<Uint8Array> {
+  /** `sequential`: see ChunkSource.get (false for the file browser's and diff's reads). */
+  private async readNow(offset: number, length: number, at?: Segment[], sequential = true): Promise<Uint8Array> {
     const chunkSize = this.base.chunkSize;
     const firstChunk = Math.floor(offset / chunkSize);
     const lastChunk = Math.floor((offset + length - 1) / chunkSize);
     const out = new Uint8Array(length);
     const chunks = await Promise.all(
-      Array.from({ length: lastChunk - firstChunk + 1 }, (_, i) => this.base.get(firstChunk + i)),
+      Array.from({ length: lastChunk - firstChunk + 1 }, (_, i) => this.base.get(firstChunk + i, sequential)),
     );
     chunks.forEach((chunk, i) => {
       const chunkStart = (firstChunk + i) * chunkSize;
@@ -587,20 +594,36 @@ export class Disk {
     const shared = new Set(sa.map(key).filter((k) => sb.some((s) => key(s) === k)));
     const own = [sa, sb].map((list) => list.filter((s) => !shared.has(key(s))));
     const common = sa.filter((s) => shared.has(key(s)));
-    const version = (s: Segment, group: number) => this.store.groupVersion(this.machine.id, group, s.branch, s.maxSeq);
+    const [ownA, ownB] = own as [Segment[], Segment[]];
+    const lookUp = (groups: number[], segments: Segment[]) =>
+      this.store.groupVersions(
+        this.machine.id,
+        groups.flatMap((group) => segments.map((s) => ({ group, branch: s.branch, maxSeq: s.maxSeq }))),
+      );
+    const groups = [...this.written].sort((x, y) => x - y);
     const changed: number[] = [];
-    for (const group of [...this.written].sort((x, y) => x - y)) {
-      const mine = await Promise.all(own.map((list) => Promise.all(list.map((s) => version(s, group)))));
-      if (mine.every((views) => views.every((v) => !v))) continue;
-      const base = await Promise.all(common.map((s) => version(s, group)));
-      const [va, vb] = mine.map((views) => [...views, ...base]);
-      for (let block = group * GROUP_BLOCKS; block < (group + 1) * GROUP_BLOCKS; block++) {
-        const at = entryOf(block);
-        const ea = va!.find((v) => v && v[at] !== 0);
-        const eb = vb!.find((v) => v && v[at] !== 0);
-        if (ea === eb && ea === undefined) continue;
-        if (!ea || !eb || ea[at] !== eb[at] || ea[at + 1] !== eb[at + 1] || ea[at + 2] !== eb[at + 2]) changed.push(block);
-      }
+    // Look-ups in batches, each one transaction (see LocalStore.groupVersions).
+    for (let i = 0; i < groups.length; i += LOOKUP_BATCH) {
+      const slice = groups.slice(i, i + LOOKUP_BATCH);
+      const mineAll = await lookUp(slice, [...ownA, ...ownB]);
+      const per = ownA.length + ownB.length;
+      const touched = slice.map((group, k) => ({ group, mine: mineAll.slice(k * per, (k + 1) * per) })).filter((t) => t.mine.some((v) => v));
+      const baseAll = await lookUp(
+        touched.map((t) => t.group),
+        common,
+      );
+      touched.forEach(({ group, mine }, k) => {
+        const base = baseAll.slice(k * common.length, (k + 1) * common.length);
+        const va = [...mine.slice(0, ownA.length), ...base];
+        const vb = [...mine.slice(ownA.length), ...base];
+        for (let block = group * GROUP_BLOCKS; block < (group + 1) * GROUP_BLOCKS; block++) {
+          const at = entryOf(block);
+          const ea = va.find((v) => v && v[at] !== 0);
+          const eb = vb.find((v) => v && v[at] !== 0);
+          if (ea === eb && ea === undefined) continue;
+          if (!ea || !eb || ea[at] !== eb[at] || ea[at + 1] !== eb[at + 1] || ea[at + 2] !== eb[at + 2]) changed.push(block);
+        }
+      });
     }
     return changed;
   }
@@ -619,19 +642,36 @@ export class Disk {
     if (this.openData || p.log.length || p.groups.length || p.data.length || p.markers.length || p.branches.length) await this.flushNow();
     await this.flushing;
     const segments = ancestry(this.branches, point);
-    const out = await this.readNow(offset, length, []);
+    // No prefetch: the reader asks for whole runs at once, and jumps (a diff's first reads
+    // fetched ~3 times the chunks it needed when every two-chunk run set off a prefetch).
+    const base = this.readNow(offset, length, [], false);
     const firstBlock = Math.floor(offset / BLOCK_SIZE);
     const lastBlock = Math.floor((offset + length - 1) / BLOCK_SIZE);
+    const keyOf = (group: number, s: Segment) => `${group}:${s.branch}:${s.maxSeq}`;
+    // Index look-ups this read needs and `versions` lacks, for all its groups at once. The first
+    // read at a point looks up every written group (when they are few): a file system's reads
+    // scatter over the disk, and one transaction of all costs about what two single ones do.
+    const missing: { group: number; branch: number; maxSeq: number; key: string }[] = [];
+    const preload = versions.size === 0 && this.written.size * segments.length <= PRELOAD_LOOKUPS;
+    if (preload) versions.set(PRELOADED, null);
+    const groups = preload ? [...this.written] : Array.from({ length: groupOf(lastBlock) - groupOf(firstBlock) + 1 }, (_, i) => groupOf(firstBlock) + i);
+    const asked = new Set<string>();
+    for (const group of groups) {
+      if (!this.written.has(group)) continue;
+      for (const s of segments) {
+        const key = keyOf(group, s);
+        if (versions.has(key) || asked.has(key)) continue;
+        asked.add(key);
+        missing.push({ group, branch: s.branch, maxSeq: s.maxSeq, key });
+      }
+    }
+    // The base image's bytes and the index entries are fetched side by side (a diff's reads
+    // follow one another, so each one's latency counts).
+    const [out, found] = await Promise.all([base, this.store.groupVersions(this.machine.id, missing)]);
+    missing.forEach((m, i) => versions.set(m.key, found[i] ?? null));
     for (let group = groupOf(firstBlock); group <= groupOf(lastBlock); group++) {
       if (!this.written.has(group)) continue;
-      const views = await Promise.all(
-        segments.map(async (s) => {
-          const key = `${group}:${s.branch}:${s.maxSeq}`;
-          let view = versions.get(key);
-          if (view === undefined) versions.set(key, (view = (await this.store.groupVersion(this.machine.id, group, s.branch, s.maxSeq)) ?? null));
-          return view;
-        }),
-      );
+      const views = segments.map((s) => versions.get(keyOf(group, s))!);
       const last = Math.min(lastBlock, (group + 1) * GROUP_BLOCKS - 1);
       for (let block = Math.max(firstBlock, group * GROUP_BLOCKS); block <= last; block++) {
         const entries = views.find((v) => v && v[entryOf(block)] !== 0);

@@ -319,6 +319,22 @@ export class LocalStore {
     return cursor?.value;
   }
 
+  /**
+   * groupVersion of several (group, branch, maxSeq) at once, in one transaction: Chromium pays a
+   * round trip to its storage process per transaction, so a diff's hundreds of look-ups issued
+   * one by one cost ~1–3 ms each on a busy machine.
+   */
+  async groupVersions(machine: string, queries: readonly { group: number; branch: number; maxSeq: number }[]): Promise<(Uint32Array | undefined)[]> {
+    if (queries.length === 0) return [];
+    const store = this.db.transaction("groups").store;
+    return Promise.all(
+      queries.map(async ({ group, branch, maxSeq }) => {
+        const cursor = await store.openCursor(IDBKeyRange.bound([machine, group, branch, 0], [machine, group, branch, maxSeq]), "prev");
+        return cursor?.value;
+      }),
+    );
+  }
+
   /** A packed data record (see store-format.ts, `data`). */
   dataRecord(machine: string, seq: number, part: number): Promise<Uint8Array | undefined> {
     return this.db.get("data", [machine, seq, part]);
