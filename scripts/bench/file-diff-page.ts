@@ -19,12 +19,11 @@
  * and the one after the reload: a .cpuprofile each under /tmp (open in DevTools), and a summary
  * printed: self time by function and category, IndexedDB requests, fetches and hashes counted.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { appAnswers, launchWithProfile, startServers, typeApp, waitFor } from "./run.ts";
-import { writeFile } from "node:fs/promises";
 import { attachWorker, counters, formatCounters, instrument, profileAround, summarize, workerNow } from "./worker-profile.ts";
 
 /** Profile the worker around the scattered diffs (see the top). */

@@ -117,9 +117,14 @@ export async function waitForShell(page: Page, timeout = 180_000): Promise<void>
     // What the emulator's devices and the disk adapter were waiting for, to tell a lost disk
     // request (IDE busy, a read never answered) from a lost serial interrupt (PIC, UART).
     const devices = await page
-      .evaluate(() => {
+      .evaluate(async () => {
         type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
         const debug = (window as unknown as { sandglass: { debug: { emulator?: Any; disk?: Any } } }).sandglass.debug;
+        // Whether the guest's CPU executes at all: instructions run over one second.
+        const counted = () => Number(debug.emulator?.get_instruction_counter?.() ?? NaN);
+        const before = counted();
+        await new Promise((r) => setTimeout(r, 1000));
+        const instructionsPerSecond = counted() - before;
         const cpu = debug.emulator?.v86?.cpu as Any | undefined;
         const ide = cpu?.devices?.ide?.primary as Any | undefined;
         const uart = cpu?.devices?.uart0 as Any | undefined;
@@ -129,6 +134,8 @@ export async function waitForShell(page: Page, timeout = 180_000): Promise<void>
           uart: uart && { ier: uart.ier, iir: uart.iir, lsr: uart.lsr, ints: uart.ints, input: uart.input?.length },
           pic: cpu?.get_state_pic?.().slice(0, 5),
           inHlt: cpu?.in_hlt?.[0],
+          instructionsPerSecond,
+          running: debug.emulator?.is_running?.(),
           adapter: disk && { ...disk.counters, readsInFlight: disk.readsInFlight, inflight: disk.inflight?.size, generation: disk.generation },
         });
       })
