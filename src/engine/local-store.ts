@@ -314,9 +314,7 @@ export class LocalStore {
    * cursor step, so lookups cost the same whatever the length of history.
    */
   async groupVersion(machine: string, group: number, branch: number, maxSeq: number): Promise<Uint32Array | undefined> {
-    const range = IDBKeyRange.bound([machine, group, branch, 0], [machine, group, branch, maxSeq]);
-    const cursor = await this.db.transaction("groups").store.openCursor(range, "prev");
-    return cursor?.value;
+    return (await this.groupVersions(machine, [{ group, branch, maxSeq }]))[0];
   }
 
   /**
