@@ -14,6 +14,7 @@ import { formatBytes } from "./format.ts";
 import { LOCAL_REPO, type Point } from "../engine/store-format.ts";
 import { V86DiskAdapter } from "../vm/disk-adapter.ts";
 import { startMachine, type EmulatorFiles } from "../vm/machine.ts";
+import { restoreState } from "../vm/restore-state.ts";
 import type { Startup } from "./startup.ts";
 import { describe } from "./format.ts";
 import { machineHash, snapshotHash, type Route } from "./route.ts";
@@ -404,7 +405,7 @@ export class Session {
       // resumes it, as the page opens it.
       if (relaunch) return this.reopen();
       disk.invalidate();
-      await emulator.restore_state(state.buffer as ArrayBuffer);
+      await restoreState(emulator, state.buffer as ArrayBuffer); // the guest's clock as saved (restore-state.ts)
       this.banner(`rewound to checkpoint of ${new Date(checkpoint.time).toLocaleTimeString()}`);
       this.refreshSharedFiles();
     });

@@ -69,7 +69,7 @@ export interface MachineInfo {
   chunkSize: number;
   description: string;
   now: Point;
-  /** Newest checkpoint on the current branch at or before "now": a reload resumes there. */
+  /** Newest checkpoint at or before "now" on its branch, else the one it forked from: a reload resumes there. */
   resume: CheckpointSummary | null;
   /** The emulated machine its disk and states belong to (RAM, network card, shared folder). */
   hardware: Hardware;
@@ -582,6 +582,7 @@ export class DiskService {
   async seekDisk(point: Point): Promise<void> {
     // A cold boot departs from any checkpoint at that point: what follows is a new future.
     await this.settled();
+    await this.opened.flush(); // a bookmark just made is stored (read below) only at a flush
     const checkpointHere = (await this.saved.list()).some((c) => c.branch === point.branch && c.seq === point.seq);
     // Only kept points can be gone back to: a thinned one's disk versions may be deleted.
     const store = await this.store();
@@ -664,11 +665,21 @@ export class DiskService {
     return null;
   }
 
+  /**
+   * The checkpoint a reload resumes: the newest at or before "now" on its branch (the latest write
+   * it saw, then the latest taken). A branch with none yet resumes the checkpoint it forked from:
+   * the first write after a rewind forks a branch that holds no checkpoint until the next one, and
+   * a reload in that moment must not cold-boot. A branch forked anywhere else began with a cold
+   * boot (a disk-only rewind), which no older checkpoint's memory belongs to: none is resumed.
+   */
   private async resumePoint(): Promise<CheckpointSummary | null> {
-    const now = this.opened.now;
-    const candidates = (await this.saved.list()).filter((c) => c.branch === now.branch && c.seq <= now.seq);
-    const newest = candidates.sort((a, b) => b.time - a.time)[0];
-    return newest ? summary(newest) : null;
+    const disk = this.opened;
+    const saved = await this.saved.list();
+    const newest = (found: CheckpointRecord[]) => found.sort((a, b) => b.seq - a.seq || b.time - a.time)[0];
+    let resume = newest(saved.filter((c) => c.branch === disk.now.branch && c.seq <= disk.now.seq));
+    const branch = disk.branchList().find((b) => b.id === disk.now.branch);
+    if (!resume && branch?.parent != null) resume = newest(saved.filter((c) => c.branch === branch.parent && c.seq === branch.forkSeq));
+    return resume ? summary(resume) : null;
   }
 
   // ── sharing ─────────────────────────────────────────────────────────────────────────────────

@@ -629,7 +629,11 @@ class Lab {
               db.close();
               return stored;
             }, bundle.name)
-            .catch(() => 0),
+            // A page busy importing may not answer this read; a killed one never will (stop then).
+            .catch((err: unknown) => {
+              if (this.page.isClosed()) throw err;
+              return 0;
+            }),
         { timeout: COMMAND_TIMEOUT_MS, intervals: [200] },
       )
       .toBeGreaterThan(0);
@@ -716,9 +720,11 @@ class Lab {
     // "All changes saved" before the kill: the machine resumes that checkpoint or a newer one.
     if (FORWARD.has(kill.scenario) && before?.machine === this.main && before.saved && before.now) {
       const now = before.now;
-      const newest = before.checkpoints.filter((c) => c.branch === now.branch && c.seq <= now.seq).sort((a, b) => b.time - a.time)[0];
+      // Newest as the page orders them: the latest write seen, then the latest taken.
+      const later = (a: { seq: number; time: number }, b: { seq: number; time: number }) => b.seq - a.seq || b.time - a.time;
+      const newest = before.checkpoints.filter((c) => c.branch === now.branch && c.seq <= now.seq).sort(later)[0];
       const resumed = v.checkpoints.find((c) => c.id === v.resume);
-      if (newest && (!resumed || resumed.time < newest.time)) {
+      if (newest && (!resumed || later(resumed, newest) > 0)) {
         this.fail(`"All changes saved" showed with checkpoint ${newest.id} newest, but the machine resumed ${v.resume ?? "nothing"}`);
       }
     }

@@ -4,7 +4,6 @@
  * disk whose base image is a host ext4 image and whose writes are what debugfs changed.
  */
 import "fake-indexeddb/auto";
-import { createHash } from "node:crypto";
 import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -16,45 +15,11 @@ import { LocalStore } from "../../src/engine/local-store.ts";
 import type { DiskManifest } from "../../src/engine/repo-format.ts";
 import { BLOCK_SIZE, GROUP_BLOCKS, type MachineRecord, type Point } from "../../src/engine/store-format.ts";
 import { debugfs, mke2fs, pattern, scratch } from "./ext4-tools.ts";
-import { makeRepository } from "./repository.ts";
+import { makeRepository, repositoryOf } from "./repository.ts";
 
 const work = scratch();
 afterAll(() => work.cleanup());
 let dbCounter = 0;
-
-/** A repository serving `image` (chunked), as repository.ts does for its generated image. */
-function repositoryOf(image: Uint8Array, chunkSize: number) {
-  const files = new Map<string, Uint8Array>();
-  const chunks: (string | null)[] = [];
-  for (let at = 0; at < image.byteLength; at += chunkSize) {
-    const data = image.slice(at, at + chunkSize);
-    if (data.every((b) => b === 0)) {
-      chunks.push(null);
-      continue;
-    }
-    const hash = createHash("sha256").update(data).digest("hex");
-    files.set(`chunks/${hash}`, data);
-    chunks.push(hash);
-  }
-  const manifest = {
-    format: "sandglass-disk",
-    version: 1,
-    kind: "image",
-    name: "ext4",
-    description: "ext4 test image",
-    created: "2026-01-01T00:00:00.000Z",
-    size: image.byteLength,
-    chunkSize,
-    chunks,
-    sha256: createHash("sha256").update(image).digest("hex"),
-    storedBytes: 0,
-  } as unknown as DiskManifest;
-  const fetchFn = async (url: string) => {
-    const body = files.get(new URL(url).pathname.replace(/^\/repo\//, ""));
-    return body ? new Response(body as Uint8Array<ArrayBuffer>) : new Response("missing", { status: 404 });
-  };
-  return { manifest, fetchFn };
-}
 
 async function openDisk(manifest: DiskManifest, fetchFn: (url: string) => Promise<Response>) {
   const store = await LocalStore.open(`ext4-disk-${++dbCounter}`);
@@ -145,7 +110,7 @@ describe("diffPoints on a machine's disk", () => {
     writeFileSync(join(work.dir, "fstab"), "/dev/sda2 / ext4 rw 0 1\n");
     debugfs(base, ["cd /etc", `write ${join(work.dir, "fstab")} fstab`]);
     const image = new Uint8Array(readFileSync(base));
-    const { manifest, fetchFn } = repositoryOf(image, 64 * 1024);
+    const { manifest, fetchFn } = repositoryOf(image, 64 * 1024, "ext4", "ext4 test image");
     const { disk, store } = await openDisk(manifest, fetchFn);
     const p0 = disk.now;
 

@@ -7,7 +7,6 @@
  * newest point, and a disk without ext4 answered with "can't read files on this disk".
  */
 import "fake-indexeddb/auto";
-import { createHash } from "node:crypto";
 import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -17,6 +16,7 @@ import { diffOpened, differingBlocks, openFiles } from "../../src/engine/ext4/fi
 import type { FilesPoint } from "../../src/engine/point-files.ts";
 import { BLOCK_SIZE } from "../../src/engine/store-format.ts";
 import { debugfs, mke2fs, pattern, scratch } from "./ext4-tools.ts";
+import { repositoryOf } from "./repository.ts";
 import { page, v86State } from "./v86-state.ts";
 
 const work = scratch();
@@ -26,38 +26,7 @@ let services = 0;
 
 /** A DiskService whose repository serves `image` as image "disk" (64 KiB chunks). */
 function serviceOf(image: Uint8Array): DiskService {
-  const chunkSize = 64 * 1024;
-  const files = new Map<string, Uint8Array>();
-  const chunks: (string | null)[] = [];
-  for (let at = 0; at < image.byteLength; at += chunkSize) {
-    const data = image.slice(at, at + chunkSize);
-    if (data.every((b) => b === 0)) {
-      chunks.push(null);
-      continue;
-    }
-    const hash = createHash("sha256").update(data).digest("hex");
-    files.set(`chunks/${hash}`, data);
-    chunks.push(hash);
-  }
-  const manifest = {
-    format: "sandglass-disk",
-    version: 1,
-    kind: "image",
-    name: "disk",
-    description: "test disk",
-    created: "2026-01-01T00:00:00.000Z",
-    size: image.byteLength,
-    chunkSize,
-    chunks,
-    sha256: createHash("sha256").update(image).digest("hex"),
-    storedBytes: 0,
-  };
-  files.set("images/disk.json", new TextEncoder().encode(JSON.stringify(manifest)));
-  const fetch = async (url: string) => {
-    const body = files.get(new URL(url).pathname.replace(/^\/repo\//, ""));
-    return body ? new Response(body as Uint8Array<ArrayBuffer>) : new Response("missing", { status: 404 });
-  };
-  return new DiskService({ fetch, dbName: `point-files-${++services}` });
+  return new DiskService({ fetch: repositoryOf(image, 64 * 1024, "disk", "test disk").fetchFn, dbName: `point-files-${++services}` });
 }
 
 /** Writes the 4 KiB blocks where `next` differs from `current`, as the guest would. */
