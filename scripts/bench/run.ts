@@ -2,7 +2,7 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|history|dd|rewind|share|import|file-diff|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|checkpoints|history|dd|rewind|share|import|file-diff|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}; a first visit (booted snapshot) vs v86
@@ -10,6 +10,9 @@
  *          `boot-debian` on the Debian one (BENCH_GUEST=debian does the same for every table).
  * history  rewind latency vs history size, dd throughput vs v86's in-memory disk, checkpoint cost
  *          (`dd`: the last two only; `rewind`: the first only).
+ * checkpoints  idle and busy checkpoint cost and rewind latency alone, on a machine opened from
+ *          the image's booted snapshot (what `boot` measures after its cold boots, in minutes
+ *          instead of tens of minutes on Debian; SANDGLASS_APP=<dir> runs another build).
  * share    publishing after a 1 MiB change (time, bytes up) and opening the link (bytes down).
  * import   importing a 1 GiB image file vs reading it alone; memory during a 4 GiB import.
  * file-diff  what changed between two points of a 1 GiB ext4 disk, from the changed blocks vs
@@ -284,6 +287,19 @@ async function bootBench(browser: Browser, servers: Servers, guest: Guest): Prom
   );
 }
 
+/** `checkpoints`: the checkpoint and rewind table alone, on a first visit's machine (booted snapshot). */
+async function checkpointsBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    const ms = await timeApp(page, `${servers.app.url}#/i/${guest.booted}`, true);
+    console.log(`  first visit (booted snapshot): ${secs(ms)}`);
+    await checkpointBench(page, guest, 6);
+  } finally {
+    await context.close();
+  }
+}
+
 /** `baseline-boot`: rows (c) and (d) alone (the long Sandglass rows are in `boot`). */
 async function baselineBootBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
   const rows: (string | number)[][] = [];
@@ -369,7 +385,7 @@ async function firstVisitBench(browser: Browser, servers: Servers, guest: Guest)
 }
 
 /** Idle checkpoint cost and rewind latency (click → shell answering) on a running machine. */
-async function checkpointBench(page: Page, guest: Guest): Promise<void> {
+async function checkpointBench(page: Page, guest: Guest, rewinds = 3): Promise<void> {
   const rows: (string | number)[][] = [];
   const manual = page.locator('[data-testid="point"][data-kind="checkpoint"][data-auto="false"]');
   const costs: string[] = [];
@@ -392,7 +408,7 @@ async function checkpointBench(page: Page, guest: Guest): Promise<void> {
   await waitFor(async () => (await cost.innerText()) !== previous, 120_000, "checkpoint");
   rows.push([`checkpoint after: ${guest.busy.length > 60 ? guest.busy.slice(0, 57) + "…" : guest.busy}`, (await page.getByTestId("checkpoint-cost").innerText()).replace("last checkpoint: ", "")]);
   const target = await manual.first().getAttribute("data-id");
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < rewinds; i++) {
     const { totalMs: ms } = await timeRewind(page, `[data-testid="point"][data-id="${target}"]`);
     rows.push([`rewind to checkpoint (${await page.getByTestId("point").count()} points)`, `${ms} ms click → shell answering`]);
   }
@@ -456,6 +472,7 @@ async function main(): Promise<void> {
     if (which === "boot" || which === "all") await bootBench(browser, servers, guestOf());
     if (which === "boot-debian" || which === "all") await bootBench(browser, servers, guestOf("debian"));
     if (which === "first-visit") await firstVisitBench(browser, servers, guestOf());
+    if (which === "checkpoints") await checkpointsBench(browser, servers, guestOf());
     if (which === "baseline-boot") await baselineBootBench(browser, servers, guestOf());
     if (which === "history" || which === "all") await historyBench(browser, servers, { dd: true, rewind: true });
     if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });

@@ -7,12 +7,30 @@
  * already zero. Until the guest has run, the only RAM v86 has written is the first MiB (where it
  * copies the BIOS images; tests/unit/lazy-zeroing.test.ts checks that against the real v86), so
  * that first clear only needs to cover the first MiB. Any later clear (a rewind of a machine that
- * has run) is done in full, with a native memset rather than v86's loop, which runs once per
- * restore and so stays in the browser's baseline WebAssembly tier.
+ * has run) covers all of RAM, but writes only the pages that are not zero (see clearWritten), with
+ * a native memset rather than v86's loop, which runs once per restore and so stays in the
+ * browser's baseline WebAssembly tier.
  */
 
 /** RAM below this is where v86 puts the BIOS images before the guest starts. */
 export const LOW_MEMORY = 1024 * 1024;
+
+const PAGE = 4096;
+
+/** v86's `is_memory_zeroed(guest address, length)`, what its own pack_memory checks pages with. */
+type ZeroCheck = (addr: number, length: number) => number | boolean;
+
+/**
+ * Clears `bytes` (guest RAM from guest address `addr`) page by page, writing only pages that are
+ * not zero already. Reading a page the guest never touched maps the system's shared zero page;
+ * writing it would make the system allocate and clear a page first. The first rewind of a 256 MiB
+ * Debian machine spent 220 ms in such faults, against 40 ms for a clear of memory already mapped.
+ */
+function clearWritten(bytes: Uint8Array, addr: number, isZeroed: ZeroCheck): void {
+  for (let at = 0; at < bytes.length; at += PAGE) {
+    if (!isZeroed(addr + at, PAGE)) bytes.fill(0, at, at + PAGE);
+  }
+}
 
 /** Wraps v86's WebAssembly exports; returns them unchanged if they do not look as expected. */
 export function withLazyZeroing(exports: WebAssembly.Exports): WebAssembly.Exports {
@@ -25,6 +43,7 @@ export function withLazyZeroing(exports: WebAssembly.Exports): WebAssembly.Expor
   ) {
     return exports;
   }
+  const isZeroed = typeof exports.is_memory_zeroed === "function" ? (exports.is_memory_zeroed as ZeroCheck) : undefined;
   /** RAM was allocated (fresh, all zero) and the guest has not run since. */
   let pristine = false;
   let ram = -1;
@@ -47,6 +66,7 @@ export function withLazyZeroing(exports: WebAssembly.Exports): WebAssembly.Expor
       }
       pristine = false;
       if (ram < 0) (zero as (addr: number, size: number) => void)(addr, size);
+      else if (isZeroed && addr % PAGE === 0 && size % PAGE === 0) clearWritten(new Uint8Array(memory.buffer, ram + addr, size), addr, isZeroed);
       else new Uint8Array(memory.buffer, ram + addr, size).fill(0);
     },
   };
