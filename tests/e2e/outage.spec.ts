@@ -63,8 +63,11 @@ test.describe("repository outages", () => {
   });
 
   test("down for 10 s while a shared machine's state streams in: the resume completes without a reload", async ({ browser }) => {
+    // Slow until the page waits for a piece: the outage must cut the stream, not come after it.
+    proxy.delay(3000, isChunk);
     const page = await freshPage(browser, `${proxy.url}#/i/small`);
-    await chunksFetched(proxy, 1);
+    await expect(page.getByTestId("repo-waiting")).toContainText(/Waiting for the repository: machine state piece \d+/, { timeout: 60_000 });
+    proxy.delay(0);
     await outage(page, proxy);
     await waitForShell(page);
     expect(await sameLoad(page)).toBe(true);
@@ -103,10 +106,13 @@ test.describe("repository outages", () => {
     proxy.missing(null);
 
     // A repository that stays down: retried for a while, then said; the page does not hang.
+    // Slow first, so that it goes down with the state's pieces surely still on their way (on a
+    // fast machine they had all come before the cut, and nothing was left to fail).
+    proxy.delay(5000, isChunk);
     const page = await freshPage(browser, `${proxy.url}#/i/small`);
-    await chunksFetched(proxy, 1);
+    await expect(page.getByTestId("repo-waiting")).toContainText(/Waiting for the repository: machine state piece \d+/, { timeout: 60_000 });
     await proxy.down();
-    await expect(page.getByTestId("repo-waiting")).toContainText("Repository unreachable", { timeout: 30_000 });
+    await expect(page.getByTestId("repo-waiting")).toContainText("Repository unreachable", { timeout: 90_000 });
     await expect(page.getByTestId("status")).toHaveAttribute("data-status", "error", { timeout: 120_000 });
     await expect(page.getByRole("alert")).toContainText(/could not be reached for \d+ s/);
     await page.context().close();
