@@ -4,7 +4,7 @@
  */
 import { test as base, expect, type Browser, type Page } from "@playwright/test";
 import { execFile } from "node:child_process";
-import { rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { startServer } from "../../server/repo-server.ts";
@@ -177,9 +177,16 @@ export async function clickPoint(page: Page, selector: string): Promise<void> {
   throw new Error(`no timeline point matches ${selector}`);
 }
 
-/** How many records the page's IndexedDB holds in the stores an import touches. */
-export async function storageCounts(p: Page): Promise<{ chunks: number; manifests: number; machines: number; remotePins: number }> {
-  return p.evaluate(async () => {
+/**
+ * How many records the page's IndexedDB holds in the stores an import touches. Chunks in
+ * `ignoreChunks` are not counted: the open machine's own image caches those whenever its guest
+ * (or a prefetch behind it) reads the disk, which has nothing to do with an import.
+ */
+export async function storageCounts(
+  p: Page,
+  ignoreChunks: ReadonlySet<string> = new Set(),
+): Promise<{ chunks: number; manifests: number; machines: number; remotePins: number }> {
+  return p.evaluate(async (ignore) => {
     const db = await new Promise<IDBDatabase>((ok, fail) => {
       const r = indexedDB.open("sandglass");
       r.onsuccess = () => ok(r.result);
@@ -191,15 +198,37 @@ export async function storageCounts(p: Page): Promise<{ chunks: number; manifest
         r.onsuccess = () => ok(r.result);
         r.onerror = () => fail(r.error);
       });
+    const chunkKeys = await new Promise<IDBValidKey[]>((ok, fail) => {
+      const r = db.transaction("chunks").objectStore("chunks").getAllKeys();
+      r.onsuccess = () => ok(r.result);
+      r.onerror = () => fail(r.error);
+    });
+    const skip = new Set(ignore);
     const counts = {
-      chunks: await count("chunks"),
+      chunks: chunkKeys.filter((k) => !skip.has(String(k))).length,
       manifests: await count("manifests"),
       machines: await count("machines"),
       remotePins: await count("remotePins"),
     };
     db.close();
     return counts;
-  });
+  }, [...ignoreChunks]);
+}
+
+/**
+ * The hashes of the chunks a machine of image `name` of the test repository may cache: the
+ * image's and its booted snapshot's (storageCounts leaves them out).
+ */
+export async function imageChunkHashes(name: string, root = REPO_ROOT): Promise<Set<string>> {
+  const hashes = new Set<string>();
+  const add = async (path: string) => {
+    const manifest = JSON.parse(await readFile(join(root, path), "utf8")) as { chunks: (string | null)[]; booted?: string };
+    for (const ref of manifest.chunks) if (ref) hashes.add(ref.slice(0, 64));
+    return manifest;
+  };
+  const image = await add(`images/${name}.json`);
+  if (image.booted) await add(`snapshots/${image.booted}.json`);
+  return hashes;
 }
 
 // ── Images a person brings (own-image.spec.ts, url-image.spec.ts) ─────────────────────────────
