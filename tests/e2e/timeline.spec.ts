@@ -45,14 +45,18 @@ test("rewind to a checkpoint, branch, switch branches, reload resumes", async ({
 test("disk-only rewind to a point between two writes cold-boots on exactly that content", async ({ page, repo }) => {
   await page.goto(smallImage(repo));
   await waitForShell(page);
+  // Before the command: its quiet point comes 2 s after `sync`, which a slow guest and terminal
+  // can reach before the command's output is read here.
+  const written = Date.now();
   await run(page, "echo first-version > /root/f; sync; sha256sum /root/f | cut -c1-16 | sed 's/^/sum1=/'", /sum1=[0-9a-f]{16}/);
   const text = await page.locator(".terminal .xterm-rows").innerText();
   const sum1 = /sum1=([0-9a-f]{16})/.exec(text)![1]!;
-  const written = Date.now();
-  // Wait for the quiet point that follows the first write (the disk idles after `sync`).
+  // Wait for the quiet point that follows the first write (the disk idles after `sync`), and for
+  // longer than a quiet point takes (2 s idle): one set off before the command may come first.
   const quiet = page.locator('[data-testid="point"][data-kind="quiet"]');
   const quietTimes = () => quiet.evaluateAll((els) => els.map((e) => Number(e.getAttribute("data-time"))));
   await expect.poll(async () => (await quietTimes()).filter((t) => t > written).length, { timeout: 30_000 }).toBeGreaterThan(0);
+  await page.waitForTimeout(3000);
   const cutoff = Date.now();
   await run(page, "echo second-version-longer > /root/f; sync; echo two-$((2*2))", "two-4");
   await page.waitForTimeout(3000);
