@@ -204,16 +204,19 @@ export class Session {
       // A reload of "#/new/…" must come back to this machine, not make yet another one.
       if (route.kind === "image" && route.fresh) history.replaceState(null, "", machineHash(info.id));
       void this.refreshMachines();
-      let initialState: ArrayBuffer | undefined;
+      // The checkpoint to resume comes while the emulator is made (a first visit streams it in).
+      let initialState: Promise<ArrayBuffer> | undefined;
       if (info.resume) {
         this.status = "resuming";
-        const { state } = await this.bridge.api.restoreCheckpoint(info.resume.id);
-        initialState = state.buffer as ArrayBuffer;
+        initialState = this.bridge.api.restoreCheckpoint(info.resume.id).then(({ state }) => state.buffer as ArrayBuffer);
+        initialState.catch(() => undefined); // awaited below
       }
       this.relay = await this.startup.relay;
       this.launch(await files, initialState);
       this.status = initialState ? "resuming" : "booting";
       if (!initialState) this.autoAfter = performance.now() + BOOT_GRACE_MS;
+      // A state that cannot be had is this page's error; the emulator then never starts.
+      if (initialState) await initialState;
       if (info.resume) {
         const when = new Date(info.resume.time).toLocaleString();
         this.banner(`resumed ${info.resume.name ?? "checkpoint"} of ${when} · press Enter for a prompt`);
@@ -227,7 +230,7 @@ export class Session {
     }
   }
 
-  private launch(files: EmulatorFiles, initialState?: ArrayBuffer): void {
+  private launch(files: EmulatorFiles, initialState?: Promise<ArrayBuffer>): void {
     const api = this.bridge!.api;
     const info = this.machine!;
     // Taken once: each property read on a Comlink proxy makes a new proxy (and registers it for

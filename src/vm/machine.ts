@@ -55,17 +55,35 @@ export interface MachineOptions {
   relay: string;
   /** Whether keys and the mouse on the screen reach the guest (default: both). */
   input?: InputSettings;
-  /** A checkpoint to resume instead of booting (v86 save_state() output). */
-  initialState?: ArrayBuffer;
+  /**
+   * A checkpoint to resume instead of booting (v86 save_state() output), which may still be on its
+   * way: the emulator is made meanwhile and resumes it once both are ready. If it fails, the
+   * emulator never starts (the caller reports why).
+   */
+  initialState?: Promise<ArrayBuffer>;
   /** Bytes the guest wrote to its first serial port, batched per animation frame. */
   onSerial: (bytes: Uint8Array) => void;
   /** The guest changed a file in the shared folder (a change to checkpoint). */
   onSharedWrite?: () => void;
 }
 
-/** v86's disk options: the one disk on its boot device, or each drive as a range of it. */
-function drives({ hardware, disk }: MachineOptions): Record<string, { buffer: ArrayBuffer }> {
-  const attach = (d: object) => d as unknown as { buffer: ArrayBuffer };
+/** What v86 calls on a drive before its init (and nowhere else): get_and_cache. */
+interface Peekable {
+  get_and_cache(start: number, len: number, fn: (data: Uint8Array) => void): void;
+}
+
+/**
+ * v86's disk options: the one disk on its boot device, or each drive as a range of it. A machine
+ * that resumes a state skips v86's read of each hard disk's first sector before init: v86 reads
+ * it only to guess the disk's geometry, which the state then replaces (its IDE part holds the
+ * geometry). On a first visit that read fetched a disk chunk the resume never uses, and in an
+ * outage it failed before the state's own wait could say what was missing.
+ */
+function drives({ hardware, disk, initialState }: MachineOptions): Record<string, { buffer: ArrayBuffer }> {
+  const attach = (d: Peekable) => {
+    if (initialState) d.get_and_cache = (_start, len, fn) => fn(new Uint8Array(len));
+    return d as unknown as { buffer: ArrayBuffer };
+  };
   if (!hardware.drives) return { [hardware.bootDevice]: attach(disk) };
   return Object.fromEntries(hardware.drives.map((d) => [d.device, attach(new DriveView(disk, d.at, d.bytes))]));
 }
@@ -81,12 +99,26 @@ export function startMachine(options: MachineOptions): V86 {
     vga_bios: { buffer: files.vgaBios.slice(0) },
     // v86 accepts any object with load/get/set as a disk (see v86 src/browser/starter.js).
     ...drives(options),
-    autostart: true,
+    autostart: !options.initialState,
     disable_speaker: true,
     ...(options.input?.keyboard === false ? { disable_keyboard: true } : {}),
     ...(options.input?.mouse === false ? { disable_mouse: true } : {}),
-    ...(options.initialState ? { initial_state: { buffer: options.initialState } } : {}),
   });
+  // What v86's own initial_state does (init, then restore, then run), with the state awaited in
+  // between: making the emulator (instantiating, 256 MiB of RAM, devices) took ~160 ms of a first
+  // visit that the state's download now hides.
+  const state = options.initialState;
+  if (state) {
+    emulator.add_listener("emulator-loaded", () => {
+      state.then(
+        async (buffer) => {
+          await emulator.restore_state(buffer);
+          await emulator.run();
+        },
+        () => undefined,
+      );
+    });
+  }
   // v86 makes its internal emulator once the WebAssembly is instantiated, before it first runs.
   emulator.add_listener("emulator-ready", () => {
     if (options.hardware.network) adaptNetwork(emulator, options.relay);
