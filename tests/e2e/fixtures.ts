@@ -8,6 +8,7 @@ import { readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { startServer } from "../../server/repo-server.ts";
+import { chunkHash, manifestPath, type DiskManifest } from "../../src/engine/repo-format.ts";
 
 export interface RequestLog {
   method: string;
@@ -221,13 +222,13 @@ export async function storageCounts(
  */
 export async function imageChunkHashes(name: string, root = REPO_ROOT): Promise<Set<string>> {
   const hashes = new Set<string>();
-  const add = async (path: string) => {
-    const manifest = JSON.parse(await readFile(join(root, path), "utf8")) as { chunks: (string | null)[]; booted?: string };
-    for (const ref of manifest.chunks) if (ref) hashes.add(ref.slice(0, 64));
+  const add = async (kind: "image" | "snapshot", manifestName: string) => {
+    const manifest = JSON.parse(await readFile(join(root, manifestPath(kind, manifestName)), "utf8")) as DiskManifest;
+    for (const ref of manifest.chunks) if (ref) hashes.add(chunkHash(ref));
     return manifest;
   };
-  const image = await add(`images/${name}.json`);
-  if (image.booted) await add(`snapshots/${image.booted}.json`);
+  const image = await add("image", name);
+  if (image.booted) await add("snapshot", image.booted);
   return hashes;
 }
 

@@ -23,14 +23,20 @@ const block = (fill: number) => new Uint8Array(BLOCK_SIZE).fill(fill);
 let seed = 0;
 const save = async (s: DiskService) => s.saveCheckpoint(await s.pointNow(), v86State([page(++seed)]), { auto: false });
 
+/** A machine on database `db` with two checkpoints, `a` after a first write and `b` after a second. */
+async function twoCheckpoints(db: string) {
+  const s = service(db);
+  await s.open({ repo: REPO, kind: "image", name: "disk" });
+  await s.write(0, block(1));
+  const a = await save(s);
+  await s.write(BLOCK_SIZE, block(2));
+  const b = await save(s);
+  return { s, a, b };
+}
+
 describe("the checkpoint a reopened machine resumes", () => {
   it("is the one rewound to when the first write after the rewind forked a branch with no checkpoint yet", async () => {
-    const first = service("resume-fork");
-    await first.open({ repo: REPO, kind: "image", name: "disk" });
-    await first.write(0, block(1));
-    const a = await save(first);
-    await first.write(BLOCK_SIZE, block(2));
-    const b = await save(first);
+    const { s: first, a, b } = await twoCheckpoints("resume-fork");
     await first.write(2 * BLOCK_SIZE, block(3));
     await first.restoreCheckpoint(a.id);
     await first.write(3 * BLOCK_SIZE, block(4)); // forks: "now" is on a new branch
@@ -43,12 +49,7 @@ describe("the checkpoint a reopened machine resumes", () => {
   });
 
   it("prefers the latest point on the path over a later-taken checkpoint further back", async () => {
-    const s = service("resume-path");
-    await s.open({ repo: REPO, kind: "image", name: "disk" });
-    await s.write(0, block(1));
-    const early = await save(s);
-    await s.write(BLOCK_SIZE, block(2));
-    const late = await save(s);
+    const { s, a: early, b: late } = await twoCheckpoints("resume-path");
     // Back to the early point, a second checkpoint there (no write: still the same branch), then
     // back to the late one: the machine stands at `late`, whose disk is the newer one.
     await s.restoreCheckpoint(early.id);
