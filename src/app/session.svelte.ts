@@ -212,11 +212,12 @@ export class Session {
         initialState.catch(() => undefined); // awaited below
       }
       this.relay = await this.startup.relay;
-      this.launch(await files, initialState);
+      const resumed = this.launch(await files, initialState);
       this.status = initialState ? "resuming" : "booting";
       if (!initialState) this.autoAfter = performance.now() + BOOT_GRACE_MS;
-      // A state that cannot be had is this page's error; the emulator then never starts.
-      if (initialState) await initialState;
+      // A state that cannot be had, or that the emulator refuses, is this page's error; the
+      // emulator then never starts.
+      await resumed;
       if (info.resume) {
         const when = new Date(info.resume.time).toLocaleString();
         this.banner(`resumed ${info.resume.name ?? "checkpoint"} of ${when} · press Enter for a prompt`);
@@ -230,7 +231,8 @@ export class Session {
     }
   }
 
-  private launch(files: EmulatorFiles, initialState?: Promise<ArrayBuffer>): void {
+  /** Makes the emulator; resolves once it runs the initial state (see StartedMachine.resumed). */
+  private launch(files: EmulatorFiles, initialState?: Promise<ArrayBuffer>): Promise<void> {
     const api = this.bridge!.api;
     const info = this.machine!;
     // Taken once: each property read on a Comlink proxy makes a new proxy (and registers it for
@@ -247,7 +249,7 @@ export class Session {
       },
       { size: info.size, chunkSize: info.chunkSize, onError: (err) => this.fail(describe(err)) },
     );
-    this.emulator = startMachine({
+    const { emulator, resumed } = startMachine({
       screen: this.screen!,
       disk: this.disk,
       files,
@@ -264,9 +266,10 @@ export class Session {
         this.refreshSharedFiles();
       },
     });
-    if (info.hardware.sharedFolder) this.sharedFolder = new SharedFolder(this.emulator as unknown as ConstructorParameters<typeof SharedFolder>[0]);
-    if (info.hardware.serial1) this.agent = new GuestAgent(this.emulator as unknown as AgentHost);
-    this.emulator.add_listener("emulator-started", () => {
+    this.emulator = emulator;
+    if (info.hardware.sharedFolder) this.sharedFolder = new SharedFolder(emulator as unknown as ConstructorParameters<typeof SharedFolder>[0]);
+    if (info.hardware.serial1) this.agent = new GuestAgent(emulator as unknown as AgentHost);
+    emulator.add_listener("emulator-started", () => {
       if (this.started) return;
       this.started = true;
       // A resumed machine is running as soon as v86 is; a cold boot once the guest speaks.
@@ -275,6 +278,7 @@ export class Session {
       this.pendingInput = "";
       this.refreshSharedFiles();
     });
+    return resumed;
   }
 
   // ── shared folder ───────────────────────────────────────────────────────────────────────────

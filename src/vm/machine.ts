@@ -8,6 +8,7 @@ import type { V86DiskAdapter } from "./disk-adapter.ts";
 import { DriveView } from "./drive-view.ts";
 import { resumeOnSameThread, type V86Scheduler } from "./fast-resume.ts";
 import { withLazyZeroing } from "./lazy-zeroing.ts";
+import { restoreState } from "./restore-state.ts";
 import type { Hardware } from "../engine/repo-format.ts";
 import type { InputSettings } from "../engine/store-format.ts";
 import { v86Devices } from "./machine-config.ts";
@@ -88,7 +89,16 @@ function drives({ hardware, disk, initialState }: MachineOptions): Record<string
   return Object.fromEntries(hardware.drives.map((d) => [d.device, attach(new DriveView(disk, d.at, d.bytes))]));
 }
 
-export function startMachine(options: MachineOptions): V86 {
+export interface StartedMachine {
+  emulator: V86;
+  /**
+   * Settles once the initial state is restored and the emulator runs (at once for a cold boot);
+   * fails if the state never came or the emulator refused it (restore-state.ts StateRestoreError).
+   */
+  resumed: Promise<void>;
+}
+
+export function startMachine(options: MachineOptions): StartedMachine {
   const { files } = options;
   const emulator = new files.V86({
     wasm_fn: async (imports) => withLazyZeroing((await WebAssembly.instantiate(files.wasm, imports)).exports),
@@ -108,17 +118,16 @@ export function startMachine(options: MachineOptions): V86 {
   // between: making the emulator (instantiating, 256 MiB of RAM, devices) took ~160 ms of a first
   // visit that the state's download now hides.
   const state = options.initialState;
-  if (state) {
-    emulator.add_listener("emulator-loaded", () => {
-      state.then(
-        async (buffer) => {
-          await emulator.restore_state(buffer);
-          await emulator.run();
-        },
-        () => undefined,
-      );
-    });
-  }
+  const resumed = !state
+    ? Promise.resolve()
+    : new Promise<void>((done, failed) => {
+        emulator.add_listener("emulator-loaded", () => {
+          state
+            .then((buffer) => restoreState(emulator, buffer))
+            .then(() => emulator.run())
+            .then(done, failed);
+        });
+      });
   // v86 makes its internal emulator once the WebAssembly is instantiated, before it first runs.
   emulator.add_listener("emulator-ready", () => {
     if (options.hardware.network) adaptNetwork(emulator, options.relay);
@@ -140,5 +149,5 @@ export function startMachine(options: MachineOptions): V86 {
       options.onSerial(bytes);
     }, 16);
   });
-  return emulator;
+  return { emulator, resumed };
 }

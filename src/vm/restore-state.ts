@@ -38,6 +38,21 @@ export function guestTsc(emulator: RestorableV86): number | undefined {
   return cpu.current_tsc[1]! * 2 ** 32 + cpu.current_tsc[0]!;
 }
 
+/**
+ * A machine state the emulator refused: one saved by another version of v86 (its state format
+ * changed), or damaged before it was hashed. v86 checks the header before it changes anything.
+ */
+export class StateRestoreError extends Error {
+  constructor(cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(
+      `This machine state cannot be restored by this version of the emulator (${why}). Nothing was changed or deleted.`,
+      { cause },
+    );
+    this.name = "StateRestoreError";
+  }
+}
+
 /** restore_state, with the guest's TSC exactly the saved one (see the top). */
 export async function restoreState(emulator: RestorableV86, state: ArrayBuffer): Promise<void> {
   const cpu = cpuOf(emulator);
@@ -45,5 +60,9 @@ export async function restoreState(emulator: RestorableV86, state: ArrayBuffer):
     cpu.store_current_tsc();
     cpu.set_tsc(cpu.current_tsc[0]!, cpu.current_tsc[1]!);
   }
-  await emulator.restore_state(state);
+  try {
+    await emulator.restore_state(state);
+  } catch (err) {
+    throw new StateRestoreError(err);
+  }
 }

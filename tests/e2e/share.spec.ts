@@ -1,9 +1,11 @@
 /**
  * Issue 4 acceptance: publish a point as a link and open it in other browsers (separate storage);
- * republishing uploads only what changed; bad links fail clearly and touch nothing; export to a
- * file and import it with the server stopped.
+ * republishing uploads only what changed; bad links (a state the emulator refuses too) fail clearly
+ * and touch nothing; export to a file and import it with the server stopped.
  */
+import { createHash } from "node:crypto";
 import { writeFile, readFile, mkdir, rm } from "node:fs/promises";
+import { gunzipSync } from "node:zlib";
 import { join } from "node:path";
 import type { Browser, Page } from "@playwright/test";
 import { expect, smallImage, REPO_ROOT, run, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
@@ -93,18 +95,36 @@ test("unknown, truncated and corrupted snapshots fail clearly and leave local ma
   const badHash = "0".repeat(63) + "1";
   await writeFile(join(REPO_ROOT, "chunks", badHash), "not the bytes you are looking for");
   parsed.name = corruptId;
+  const [statePiece] = parsed.machine.pieces;
   parsed.machine.pieces[0] = badHash;
   await writeFile(join(REPO_ROOT, "snapshots", `${corruptId}.json`), JSON.stringify(parsed));
+  // A state whose pieces verify but that this emulator refuses: the same state marked as another
+  // v86 state version (what a snapshot saved by an older Sandglass would carry). Its first piece
+  // holds the state's header.
+  const unrestorableId = "v".repeat(26);
+  const header = await readFile(join(REPO_ROOT, "chunks", statePiece!));
+  const piece = statePiece!.endsWith(".gz") ? gunzipSync(header) : header;
+  new DataView(piece.buffer, piece.byteOffset, piece.byteLength).setInt32(4, 999, true);
+  const otherVersion = createHash("sha256").update(piece).digest("hex");
+  await writeFile(join(REPO_ROOT, "chunks", otherVersion), piece);
+  parsed.name = unrestorableId;
+  parsed.machine.pieces[0] = otherVersion;
+  await writeFile(join(REPO_ROOT, "snapshots", `${unrestorableId}.json`), JSON.stringify(parsed));
 
   try {
     await page.goto(`${repo.url}#/s/${truncatedId}`);
     await expect(page.getByTestId("error")).toContainText("not valid JSON");
     await page.goto(`${repo.url}#/s/${corruptId}`);
     await expect(page.getByTestId("error")).toContainText("failed verification");
+    // Said, not left "Resuming" for ever.
+    await page.goto(`${repo.url}#/s/${unrestorableId}`);
+    await expect(page.getByTestId("error")).toContainText("cannot be restored by this version of the emulator (Version mismatch: dump=999");
+    await expect(page.getByTestId("status")).toHaveAttribute("data-status", "error");
   } finally {
     // Not left for the tests after this one (the crash suite checks every new snapshot).
-    for (const planted of [join(REPO_ROOT, "snapshots", `${truncatedId}.json`), join(REPO_ROOT, "snapshots", `${corruptId}.json`), join(REPO_ROOT, "chunks", badHash)]) {
-      await rm(planted, { force: true });
+    const planted = [truncatedId, corruptId, unrestorableId].map((n) => join(REPO_ROOT, "snapshots", `${n}.json`));
+    for (const file of [...planted, join(REPO_ROOT, "chunks", badHash), join(REPO_ROOT, "chunks", otherVersion)]) {
+      await rm(file, { force: true });
     }
   }
 
