@@ -173,16 +173,16 @@ export function stepCommand(k: number): string {
 }
 
 /**
- * Writes 64 MiB with dd (conv=fsync), then its checksum; syncs. The content comes from the step
- * number: 1 MiB of `yes d<step>` (made once: `yes` costs the emulated CPU far more per byte than
- * `cat`), 64 times.
+ * Writes `size` MiB (64 by default) with dd (conv=fsync), then its checksum; syncs. The content
+ * comes from the step number: 1 MiB of `yes d<step>` (made once: `yes` costs the emulated CPU far
+ * more per byte than `cat`), `size` times.
  */
-export function ddCommand(k: number): string {
+export function ddCommand(k: number, size = 64): string {
   const mib = yesBytes(`d${k}`, 1 << 20);
-  const sum = md5(Buffer.concat(Array.from({ length: 64 }, () => mib)));
+  const sum = md5(Buffer.concat(Array.from({ length: size }, () => mib)));
   return (
     `mkdir -p /root/crash && (cd /root/crash && rm -f big.md5 big && yes d${k} | head -c 1048576 > /tmp/pattern && ` +
-    `for i in $(seq 64); do cat /tmp/pattern; done | dd of=big bs=1M count=64 iflag=fullblock conv=fsync 2>/dev/null && ` +
+    `for i in $(seq ${size}); do cat /tmp/pattern; done | dd of=big bs=1M count=${size} iflag=fullblock conv=fsync 2>/dev/null && ` +
     `echo "${sum}  big" > big.tmp && mv big.tmp big.md5 && sync)`
   );
 }
