@@ -121,6 +121,7 @@ export function startMachine(options: MachineOptions): StartedMachine {
   const resumed = !state
     ? Promise.resolve()
     : new Promise<void>((done, failed) => {
+        state.catch(failed); // a state that cannot be had is said at once, emulator made or not
         emulator.add_listener("emulator-loaded", () => {
           state
             .then((buffer) => restoreState(emulator, buffer))
