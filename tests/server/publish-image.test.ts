@@ -95,7 +95,11 @@ describe("publish-image", () => {
     expect(second.code, second.out).toBe(0);
     const m = /(\d+) chunks uploaded \(.*\), (\d+) already there/.exec(second.out)!;
     expect(Number(m[1]) + Number(m[2])).toBe(total);
-    expect(Number(m[2])).toBe(after);
+    // The listing after the kill may count an upload the kill cut short (the test bucket lists a
+    // key while its body is still arriving and drops it when the connection dies): at most the
+    // four in flight are sent again.
+    expect(Number(m[2])).toBeLessThanOrEqual(after);
+    expect(Number(m[2])).toBeGreaterThanOrEqual(after - 4);
     expect(second.out).toContain(`snapshots/${snapshotId}.json`);
     expect(second.out).toContain("images/big.json");
 
