@@ -412,15 +412,6 @@ async function checkpointBench(page: Page, guest: Guest, rewinds = 3): Promise<v
     const { totalMs: ms } = await timeRewind(page, `[data-testid="point"][data-id="${target}"]`);
     rows.push([`rewind to checkpoint (${await page.getByTestId("point").count()} points)`, `${ms} ms click → shell answering`]);
   }
-  // The same rewind asked for while an automatic checkpoint is being stored: a command wrote to the
-  // disk, the guest settled, and the session's timer started one.
-  for (let i = 0; i < rewinds; i++) {
-    const n = Math.floor(Math.random() * 1e6);
-    await typeApp(page, `dd if=/dev/urandom of=/root/storing bs=64k count=16 2>/dev/null; sync; echo stored-$((${n}+1))\n`);
-    await waitFor(async () => (await serialOfApp(page)).includes(`stored-${n + 1}`), 60_000, "write");
-    const { totalMs: ms } = await timeRewind(page, `[data-testid="point"][data-id="${target}"]`, true);
-    rows.push(["rewind while an automatic checkpoint is stored", `${ms} ms click → shell answering`]);
-  }
   table(`Checkpoints on an idle machine, ${guest.label} (${guest.memoryMiB} MiB RAM)`, ["Measure", "Figure"], rows);
 }
 
@@ -431,18 +422,10 @@ async function checkpointBench(page: Page, guest: Guest, rewinds = 3): Promise<v
  * calls) with `window.benchTarget`, for histories whose card may not be in the DOM.
  * Returns ms for the whole, and until the machine ran again ("restore").
  */
-export async function timeRewind(page: Page, selector: string | null, whileStoring = false): Promise<{ totalMs: number; restoreMs: number }> {
-  return page.evaluate(async ({ sel, storing }) => {
+export async function timeRewind(page: Page, selector: string | null): Promise<{ totalMs: number; restoreMs: number }> {
+  return page.evaluate(async (sel) => {
     const w = window as unknown as { sandglass: any; benchTarget: unknown };
     const s = w.sandglass;
-    if (storing) {
-      // The session's automatic checkpoint starts (a second after the guest settled): once its
-      // pause (save_state, one task) is over, its store goes on while the rewind is asked for.
-      const until = performance.now() + 60_000;
-      while (!s.busy && performance.now() < until) await new Promise((r) => setTimeout(r, 1));
-      if (!s.busy) throw new Error("no automatic checkpoint started");
-      await new Promise((r) => setTimeout(r, 0));
-    }
     const n = Math.floor(Math.random() * 1e6);
     const line = `echo ok-$((${n}+1))\n`;
     const decoder = new TextDecoder();
@@ -475,7 +458,7 @@ export async function timeRewind(page: Page, selector: string | null, whileStori
     clearInterval(retry);
     stop();
     return { totalMs: Math.round(performance.now() - started), restoreMs: Math.round(restoreMs) };
-  }, { sel: selector, storing: whileStoring });
+  }, selector);
 }
 
 async function main(): Promise<void> {

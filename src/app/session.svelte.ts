@@ -125,18 +125,7 @@ export class Session {
   private pendingInput = "";
   /** No automatic checkpoint before this time (see BOOT_GRACE_MS). */
   private autoAfter = 0;
-  /** The checkpoints asked for, in order: each one's pause, then its store. */
   private checkpointing: Promise<unknown> = Promise.resolve();
-  /**
-   * Settles once every checkpoint asked for has taken its state and handed it to the worker (its
-   * store may go on): what a rewind must wait for (see rewindTo).
-   */
-  private statesTaken: Promise<unknown> = Promise.resolve();
-  /**
-   * Counts rewinds (and resets, restarts): a checkpoint stored after one must not mark the machine
-   * now running unsaved.
-   */
-  private rewinds = 0;
   private autoTimer: ReturnType<typeof setInterval> | undefined;
   /** An automatic checkpoint is under way (the timer must not queue more). */
   private busy = false;
@@ -332,16 +321,12 @@ export class Session {
   checkpoint(auto = false, name?: string): Promise<CheckpointSummary | undefined> {
     // Checked when asked, not when its turn comes: a rewind asked for after it waits for it.
     if (this.status !== "running") return Promise.resolve(undefined);
-    let taken!: () => void;
-    const handedOver = new Promise<void>((resolve) => (taken = resolve));
-    const run = this.checkpointing.then(() => this.takeCheckpoint(auto, name, taken)).finally(taken);
+    const run = this.checkpointing.then(() => this.takeCheckpoint(auto, name));
     this.checkpointing = run.catch(() => undefined);
-    this.statesTaken = Promise.all([this.statesTaken, handedOver]);
     return run;
   }
 
-  /** `taken` is called once the state is on its way to the worker (see statesTaken). */
-  private async takeCheckpoint(auto: boolean, name: string | undefined, taken: () => void): Promise<CheckpointSummary | undefined> {
+  private async takeCheckpoint(auto: boolean, name?: string): Promise<CheckpointSummary | undefined> {
     const api = this.bridge?.api;
     const emulator = this.emulator;
     if (!api || !emulator || this.status === "error") return undefined;
@@ -353,29 +338,24 @@ export class Session {
     const pauseMs = performance.now() - started;
     const activity = this.activity;
     this.activityAtLastCheckpoint = activity;
-    const rewinds = this.rewinds;
     const thumbnail = this.thumbnail?.();
     try {
-      // Posted before `taken`: the worker gets it before any rewind asked for meanwhile.
-      const saving = api.saveCheckpoint(await point, handOver(new Uint8Array(state)), {
+      const saved = await api.saveCheckpoint(await point, handOver(new Uint8Array(state)), {
         auto,
         ...(thumbnail ? { thumbnail } : {}),
         ...(name ? { name } : {}),
       });
-      taken();
-      const saved = await saving;
       this.lastCheckpoint = { pauseMs, storedBytes: saved.storedBytes };
       if (!this.persistenceAsked) void this.askPersistence();
       // A stored checkpoint means storage works again (its disk writes were stored first).
       if (this.notice !== null && this.notice === this.storageNotice) this.notice = this.storageNotice = null;
-      // After a rewind the machine runs a stored state: this one says nothing about it.
-      if (rewinds === this.rewinds) this.unsaved = this.activity !== activity;
+      this.unsaved = this.activity !== activity;
       await this.refreshTimeline();
       return saved;
     } catch (err) {
       this.notice = this.storageNotice = describe(err);
       // Not in a checkpoint after all: try again, but not at once.
-      if (rewinds === this.rewinds) this.activityAtLastCheckpoint = -1;
+      this.activityAtLastCheckpoint = -1;
       this.autoAfter = performance.now() + AUTO_CHECKPOINT_MS;
       return undefined;
     }
@@ -426,10 +406,7 @@ export class Session {
 
   /** Puts the whole machine back at a checkpoint; it keeps running from there. */
   async rewindTo(checkpoint: CheckpointSummary): Promise<void> {
-    // A checkpoint being stored (an automatic one, a second after the guest settled) does not
-    // hold the rewind up: its state is taken and on its way, and the worker stores it in order
-    // (the disk writes before it first) while the rewind's own state loads.
-    await this.whileStopped("rewinding", "state", async (api, emulator, disk) => {
+    await this.whileStopped("rewinding", async (api, emulator, disk) => {
       const { state, relaunch } = await api.restoreCheckpoint(checkpoint.id);
       // Taken in another machine shape (settings changed since): a new emulator of that shape
       // resumes it, as the page opens it.
@@ -451,7 +428,7 @@ export class Session {
     const shapeChanged = !now || Object.entries(wanted).some(([k, v]) => now[k as keyof typeof now] !== v);
     // Only the page's keyboard or mouse: the machine resumes where it is, so it is saved first.
     if (!shapeChanged) await this.checkpoint(true);
-    await this.whileStopped("restarting", "stored", async (api) => {
+    await this.whileStopped("restarting", async (api) => {
       await api.changeSettings(change);
       await this.reopen();
     });
@@ -466,7 +443,7 @@ export class Session {
 
   /** Puts the disk alone back at `point` and cold-boots on it, as after a power loss. */
   async rewindDisk(point: Point, label: string): Promise<void> {
-    await this.whileStopped("rewinding", "stored", async (api, emulator, disk) => {
+    await this.whileStopped("rewinding", async (api, emulator, disk) => {
       await api.seekDisk(point);
       disk.invalidate();
       emulator.restart();
@@ -478,7 +455,7 @@ export class Session {
 
   /** Throws away every change to this machine and reboots it from the repository image. */
   async resetToImage(): Promise<void> {
-    await this.whileStopped("resetting", "stored", async (api, emulator, disk) => {
+    await this.whileStopped("resetting", async (api, emulator, disk) => {
       await api.resetToImage();
       disk.invalidate();
       emulator.restart();
@@ -488,14 +465,8 @@ export class Session {
     this.status = "booting";
   }
 
-  /**
-   * Stops the machine for `action` and runs it again. `after`: what of the checkpoints asked for
-   * before must be done first: their states taken ("state", enough for a rewind to a checkpoint),
-   * or everything stored ("stored": a reset or a restart must not race a store).
-   */
   private async whileStopped(
     status: Status,
-    after: "state" | "stored",
     action: (api: DiskBridge["api"], emulator: V86, disk: V86DiskAdapter) => Promise<void>,
   ): Promise<void> {
     const api = this.bridge?.api;
@@ -504,12 +475,11 @@ export class Session {
     if (!api || !emulator || !disk) return;
     // Busy at once (the click registered; no second action starts), even while a checkpoint ends.
     this.status = status;
-    await (after === "state" ? this.statesTaken : this.checkpointing);
+    await this.checkpointing;
     try {
       await emulator.stop();
       await action(api, emulator, disk);
       await emulator.run();
-      this.rewinds++;
       this.activityAtLastCheckpoint = this.activity;
       this.unsaved = false;
       this.status = "running";

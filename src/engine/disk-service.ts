@@ -258,9 +258,6 @@ export class DiskService {
   private thinning: Promise<SweepResult> | undefined;
   private autoThinning = false;
 
-  /** Points of the checkpoints being stored now (see restoreCheckpoint). */
-  private readonly saving = new Set<Point>();
-
   constructor(private readonly deps: ServiceDeps) {}
 
   private store(): Promise<LocalStore> {
@@ -522,14 +519,8 @@ export class DiskService {
         return attempt();
       }
     };
-    this.saving.add(point);
-    let record: CheckpointRecord;
-    try {
-      await withRoom(() => this.opened.flush()).catch(failed);
-      record = await withRoom(() => this.saved.save(point, state, { ...options, hardware: this.hardware })).catch(failed);
-    } finally {
-      this.saving.delete(point);
-    }
+    await withRoom(() => this.opened.flush()).catch(failed);
+    const record = await withRoom(() => this.saved.save(point, state, { ...options, hardware: this.hardware })).catch(failed);
     this.checkpointsSinceThin++;
     void this.maybeThin();
     void this.imageCache.enforce().catch(() => undefined);
@@ -554,11 +545,9 @@ export class DiskService {
     await this.settled();
     const { record, state } = await this.saved.load(id);
     const point = { branch: record.branch, seq: record.seq };
-    // A rewind may come while a checkpoint is still being stored (the page does not wait): one at
-    // the same point counts too, it is newer than any listed.
-    const samePoint = (c: Point) => c.branch === record.branch && c.seq === record.seq;
-    const laterCheckpoint =
-      [...this.saving].some(samePoint) || (await this.saved.list()).some((c) => samePoint(c) && c.time > record.time);
+    const laterCheckpoint = (await this.saved.list()).some(
+      (c) => c.branch === record.branch && c.seq === record.seq && c.time > record.time,
+    );
     await this.opened.seek(point, laterCheckpoint);
     const shape = record.hardware ?? this.imageHardware;
     if (sameShape(shape, this.hardware)) return { checkpoint: summary(record), state };
