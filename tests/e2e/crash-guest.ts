@@ -188,7 +188,7 @@ export function ddCommand(k: number, size = 64): string {
 }
 
 /**
- * Reads the files of /root/crash back from the disk and checks them (see FileCheck). The 64 MiB
+ * Reads the files of /root/crash back from the disk and checks them (see FileCheck). The dd
  * file is read only when `big` (its checksum file is in the digest either way): reading it back
  * takes the emulated CPU several seconds.
  */
