@@ -35,7 +35,7 @@ SOURCES=/etc/apt/sources.list.d/debian.sources
 [[ -f $SOURCES ]] || die "no Debian sources list on this machine (/etc/apt/sources.list.d/debian.sources)"
 
 # The inputs: scripts and the versions apt would install (the host's i386 package lists).
-INPUTS="$(cat "$0" scripts/image-lib.sh $(find scripts/debian-root -type f | LC_ALL=C sort) | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") $(versions "${PACKAGES[@]}")seabios=$(dpkg-query -W -f='${Version}' seabios)"
+INPUTS="$(cat "$0" scripts/image-lib.sh $IMAGE_LIB_INPUTS $(find scripts/debian-root -type f | LC_ALL=C sort) | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") $(versions "${PACKAGES[@]}")seabios=$(dpkg-query -W -f='${Version}' seabios) $KERNEL_TOOLS"
 if [[ ${1:-} != --force && -f $OUT/disk.img && -f $OUT/.stamp && $(cat "$OUT/.stamp") == "$INPUTS" ]]; then
   say "Debian image up to date ($OUT/disk.img)"
   exit 0
@@ -79,7 +79,7 @@ depmod -b "$ROOT" "$KVER"
 
 say "assembling the disk ($(du -sm "$ROOT" | cut -f1) MiB of files)"
 find "$ROOT" -newermt "@$EPOCH" -exec touch -h -d "@$EPOCH" {} +
-assemble_disk "$WORK/disk.img" "$SECTORS" "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/initrd.img" "$ROOT"
+assemble_disk "$WORK/disk.img" "$SECTORS" "$WORK/kernel/vmlinuz" "$WORK/initrd.img" "$ROOT"
 mv "$WORK/disk.img" "$OUT/disk.img"
 copy_bios "$OUT"
 echo "$INPUTS" > "$OUT/.stamp"

@@ -15,7 +15,7 @@ DEBS=build/debs
 WORK=build/guest-work
 SECTORS=524288                                # 256 MiB
 check_image_tools
-INPUTS="$(cat "$0" scripts/image-lib.sh | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") busybox-static=$(version busybox-static:i386) seabios=$(dpkg-query -W -f='${Version}' seabios)"
+INPUTS="$(cat "$0" scripts/image-lib.sh $IMAGE_LIB_INPUTS | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") busybox-static=$(version busybox-static:i386) seabios=$(dpkg-query -W -f='${Version}' seabios) $KERNEL_TOOLS"
 
 if [[ ${1:-} != --force && -f $OUT/disk.img && -f $OUT/.stamp && $(cat "$OUT/.stamp") == "$INPUTS" ]]; then
   say "guest image up to date ($OUT/disk.img)"
@@ -97,7 +97,7 @@ EOF
 say "assembling the disk"
 find "$ROOT" -exec touch -h -d "@$EPOCH" {} +
 DISK=$WORK/disk.img
-assemble_disk "$DISK" "$SECTORS" "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/initrd.img" "$ROOT"
+assemble_disk "$DISK" "$SECTORS" "$WORK/kernel/vmlinuz" "$WORK/initrd.img" "$ROOT"
 mv "$DISK" "$OUT/disk.img"
 copy_bios "$OUT"
 echo "$INPUTS" > "$OUT/.stamp"

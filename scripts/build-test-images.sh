@@ -21,7 +21,7 @@ need nasm nasm
 OUT=build/test-images
 DEBS=build/debs
 WORK=build/test-images-work
-INPUTS="$(cat "$0" scripts/image-lib.sh scripts/test-images/boot-count.asm | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") busybox-static=$(version busybox-static:i386) isolinux=$(dpkg-query -W -f='${Version}' isolinux) syslinux=$(dpkg-query -W -f='${Version}' syslinux) mtools=$(dpkg-query -W -f='${Version}' mtools) nasm=$(dpkg-query -W -f='${Version}' nasm)"
+INPUTS="$(cat "$0" scripts/image-lib.sh $IMAGE_LIB_INPUTS scripts/test-images/boot-count.asm | sha256sum | cut -d' ' -f1) $KPKG=$(version "$KPKG:i386") busybox-static=$(version busybox-static:i386) isolinux=$(dpkg-query -W -f='${Version}' isolinux) syslinux=$(dpkg-query -W -f='${Version}' syslinux) mtools=$(dpkg-query -W -f='${Version}' mtools) $KERNEL_TOOLS"
 if [[ -f $OUT/live.iso && -f $OUT/floppy.img && -f $OUT/.stamp && $(cat "$OUT/.stamp") == "$INPUTS" ]]; then
   say "test images up to date ($OUT)"
   exit 0
@@ -52,7 +52,7 @@ INIT
 chmod 755 "$INITRD/init"
 mkdir -p "$WORK/iso/isolinux"
 write_cpio "$INITRD" "$WORK/iso/initrd.img"
-cp "$WORK/kernel/boot/vmlinuz-$KVER" "$WORK/iso/vmlinuz"
+cp "$WORK/kernel/vmlinuz" "$WORK/iso/vmlinuz"
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$WORK/iso/isolinux/"
 cat > "$WORK/iso/isolinux/isolinux.cfg" <<CFG
 SERIAL 0 115200

@@ -26,6 +26,7 @@ need() { command -v "$1" >/dev/null || die "missing '$1' (Debian package $2); ru
 check_image_tools() {
   need mke2fs e2fsprogs; need debugfs e2fsprogs; need mkfs.vfat dosfstools; need mcopy mtools; need syslinux syslinux
   need sfdisk fdisk; need depmod kmod; need modprobe kmod; need cpio cpio; need dpkg-deb dpkg; need apt-get apt
+  need xz xz-utils; need lz4 lz4; need nasm nasm
   [[ -f /usr/lib/syslinux/mbr/mbr.bin ]] || die "missing syslinux's mbr.bin (Debian package syslinux-common)"
   [[ -f /usr/share/seabios/bios.bin ]] || die "missing /usr/share/seabios/bios.bin (Debian package seabios)"
   # The kernel the linux-image-686 metapackage points at.
@@ -33,6 +34,8 @@ check_image_tools() {
   [[ -n $KPKG ]] || die "apt does not know linux-image-686:i386; run: sudo bash scripts/system-deps.sh image"
   KPKG=${KPKG%:i386}
   KVER=${KPKG#linux-image-}
+  # The tools that repack the kernel: their versions are part of each build's inputs.
+  KERNEL_TOOLS="lz4=$(dpkg-query -W -f='${Version}' lz4) nasm=$(dpkg-query -W -f='${Version}' nasm)"
 }
 
 version() { apt-cache policy "$1" | awk '/Candidate:/ { print $2 }'; }
@@ -56,12 +59,18 @@ fetch_deb() {
   echo "$deb"
 }
 
-# unpack_kernel DIR: the kernel package unpacked in DIR, its modules uncompressed and indexed.
+# Files besides this one that every image build reads: part of each build's inputs.
+IMAGE_LIB_INPUTS="scripts/kernel/lz4-boot.asm scripts/kernel/repack-kernel.ts"
+
+# unpack_kernel DIR: the kernel package unpacked in DIR, its modules uncompressed and indexed, and
+# DIR/vmlinuz: the kernel repacked to unpack fast in the emulator (scripts/kernel/repack-kernel.ts:
+# inflating Debian's xz'd kernel took ~7 s of a ~22 s cold boot, LZ4 takes well under one).
 unpack_kernel() {
   dpkg-deb -x "$(fetch_deb "$KPKG")" "$1"
   # Debian may ship compressed modules; busybox insmod wants plain ones.
   find "$1/lib/modules/$KVER" -name '*.ko.xz' -exec xz -d {} +
   depmod -b "$1" "$KVER"
+  npx tsx scripts/kernel/repack-kernel.ts "$1/boot/vmlinuz-$KVER" "$1/vmlinuz"
 }
 
 # copy_modules KERNEL_DIR INITRD MODULE…: the modules and what they depend on, into

@@ -6,9 +6,11 @@ set -euo pipefail
 want=${1:-all}
 
 # arch-test: mmdebstrap needs it for an i386 root and only recommends it (skipped by --no-install-recommends).
+# lz4, nasm: the guest kernel is repacked to unpack fast (scripts/kernel/); nasm also assembles the
+# test floppy's boot counter (scripts/test-images/boot-count.asm).
 declare -A cmd_pkg=(
   [mkfs.vfat]=dosfstools [mcopy]=mtools [mke2fs]=e2fsprogs [sfdisk]=fdisk
-  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux [debugfs]=e2fsprogs [xz]=xz-utils [mmdebstrap]=mmdebstrap [arch-test]=arch-test
+  [depmod]=kmod [cpio]=cpio [syslinux]=syslinux [debugfs]=e2fsprogs [xz]=xz-utils [lz4]=lz4 [nasm]=nasm [mmdebstrap]=mmdebstrap [arch-test]=arch-test
 )
 missing=()
 if [[ $want == image || $want == all ]]; then
@@ -18,8 +20,6 @@ if [[ $want == image || $want == all ]]; then
   # The test images a person might bring (build-test-images.sh): a CD needs isolinux and xorriso.
   command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
   [[ -f /usr/lib/ISOLINUX/isolinux.bin ]] || missing+=(isolinux)
-  # The test floppy's boot counter (scripts/test-images/boot-count.asm) is assembled with nasm.
-  command -v nasm >/dev/null 2>&1 || missing+=(nasm)
 fi
 if [[ $want == browser || $want == all ]]; then
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)

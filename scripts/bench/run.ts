@@ -17,8 +17,11 @@
  * import   importing a 1 GiB image file vs reading it alone; memory during a 4 GiB import.
  * file-diff  what changed between two points of a 1 GiB ext4 disk, from the changed blocks vs
  *          walking both listings (Node only; not part of `all`).
+ * kernel   the guest's repacked kernel (LZ4, scripts/kernel/) against Debian's own (xz) on the
+ *          same disk: cold boots in plain v86 {buffer} and in Sandglass, alternating (not in `all`).
  */
-import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { execFileSync, execSync } from "node:child_process";
+import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
@@ -190,6 +193,8 @@ export interface Guest {
   memoryMiB: number;
   /** The baseline page's query for the same machine. */
   baselineQuery: string;
+  /** scripts/import-image.ts options for the same machine. */
+  importArgs: string[];
   /** A command that keeps the guest busy, for the cost of a checkpoint taken right after it. */
   busy: string;
   /**
@@ -208,6 +213,7 @@ export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
         raw: "default",
         memoryMiB: 256,
         baselineQuery: "image=default&memory=256&vga=2&devices=1",
+        importArgs: ["--memory", "256", "--network", "--shared-folder", "--vga-memory", "2", "--serial1"],
         busy: `printf '#include <stdio.h>\\nint main(void){puts("hi");return 0;}\\n' > /root/b.c && gcc -O2 -o /root/b /root/b.c && /root/b`,
         ddFromBooted: true,
       }
@@ -218,6 +224,7 @@ export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
         raw: "small",
         memoryMiB: 64,
         baselineQuery: "image=small&memory=64",
+        importArgs: [],
         busy: "dd if=/dev/urandom of=/root/b bs=64k count=16 2>/dev/null; sync",
         ddFromBooted: false,
       };
@@ -312,6 +319,57 @@ async function baselineBootBench(browser: Browser, servers: Servers, guest: Gues
     console.log(`  ${name}: ${secs(ms)}, ${mib(bytes)}`);
   });
   table(`Boot, ${guest.label}, plain v86 (image ${mib(imageBytes)}, ${guest.memoryMiB} MiB RAM)`, ["Scenario", "Time", "Disk bytes fetched", "Share of image"], rows);
+}
+
+/**
+ * `kernel`: the guest's raw disk as built (its kernel repacked as LZ4) against the same disk with
+ * Debian's own kernel (xz) put back in its boot partition: cold boots in plain v86 {buffer} and in
+ * Sandglass (a fresh profile, the disk imported as an image without a booted snapshot),
+ * alternating, BENCH_ROUNDS rounds (3). The xz disk's manifest is removed afterwards; its few
+ * chunks that differ (the kernel's) stay in the repository until a sweep.
+ */
+async function kernelBench(browser: Browser, servers: Servers, guest: Guest): Promise<void> {
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const deb = (await readdir("build/debs")).filter((f) => /^linux-image-[0-9].*-686_.*_i386\.deb$/.test(f)).sort().at(-1);
+  if (!deb) throw new Error("no linux-image .deb in build/debs: build the guest images first");
+  const work = await mkdtemp(join(tmpdir(), "bench-kernel-"));
+  const xzName = `${guest.raw}-xz-kernel`;
+  const xzImage = join(REPO, "raw", `${xzName}.img`);
+  try {
+    execSync(`dpkg-deb --fsys-tarfile build/debs/${deb} | tar -xO --wildcards './boot/vmlinuz-*' > ${join(work, "vmlinuz")}`);
+    execFileSync("cp", ["--sparse=always", join(REPO, "raw", `${guest.raw}.img`), xzImage]);
+    // The boot partition starts at 1 MiB (scripts/image-lib.sh).
+    execFileSync("mcopy", ["-o", "-i", `${xzImage}@@1M`, join(work, "vmlinuz"), "::/vmlinuz"], { env: { ...process.env, MTOOLS_SKIP_CHECK: "1" } });
+    execFileSync("npx", ["tsx", "scripts/import-image.ts", "--image", xzImage, "--repo", REPO, "--name", xzName, ...guest.importArgs], { stdio: "ignore" });
+    const rows: string[][] = [];
+    const times: Record<string, number[]> = {};
+    const label = { xz: `Debian's (xz, ${deb.split("_")[1]})`, lz4: "repacked (LZ4)" };
+    for (let round = 1; round <= rounds; round++) {
+      for (const kind of ["xz", "lz4"] as const) {
+        for (const where of ["v86 {buffer}", "Sandglass cold"] as const) {
+          const context = await browser.newContext();
+          const p = await context.newPage();
+          const ms =
+            where === "v86 {buffer}"
+              ? await timeBaseline(p, `${servers.baseline.url}?mode=buffer&${guest.baselineQuery.replace(`image=${guest.raw}`, `image=${kind === "xz" ? xzName : guest.raw}`)}`)
+              : await timeApp(p, `${servers.app.url}#/i/${kind === "xz" ? xzName : guest.cold}`, false);
+          await context.close();
+          (times[`${where} ${kind}`] ??= []).push(ms);
+          rows.push([String(round), where, label[kind], secs(ms)]);
+          console.log(`  round ${round}, ${where}, ${label[kind]}: ${secs(ms)}`);
+        }
+      }
+    }
+    const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+    for (const where of ["v86 {buffer}", "Sandglass cold"]) {
+      rows.push(["median", where, "xz → LZ4", `${secs(median(times[`${where} xz`]!))} → ${secs(median(times[`${where} lz4`]!))}`]);
+    }
+    table(`Cold boot, ${guest.label}: page open → shell answering, by kernel (${guest.memoryMiB} MiB RAM)`, ["Round", "Page", "Kernel", "Time"], rows);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+    await rm(xzImage, { force: true });
+    await rm(join(REPO, "images", `${xzName}.json`), { force: true });
+  }
 }
 
 /** Rows (c) and (d): plain v86 cold-booting the same image, from memory and from its lazy HTTP disk. */
@@ -474,6 +532,7 @@ async function main(): Promise<void> {
     if (which === "first-visit") await firstVisitBench(browser, servers, guestOf());
     if (which === "checkpoints") await checkpointsBench(browser, servers, guestOf());
     if (which === "baseline-boot") await baselineBootBench(browser, servers, guestOf());
+    if (which === "kernel") await kernelBench(browser, servers, guestOf());
     if (which === "history" || which === "all") await historyBench(browser, servers, { dd: true, rewind: true });
     if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });
     if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });
