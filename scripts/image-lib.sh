@@ -64,13 +64,22 @@ IMAGE_LIB_INPUTS="scripts/kernel/lz4-boot.asm scripts/kernel/repack-kernel.ts"
 
 # unpack_kernel DIR: the kernel package unpacked in DIR, its modules uncompressed and indexed, and
 # DIR/vmlinuz: the kernel repacked to unpack fast in the emulator (scripts/kernel/repack-kernel.ts:
-# inflating Debian's xz'd kernel took ~7 s of a ~22 s cold boot, LZ4 takes well under one).
+# inflating Debian's xz'd kernel took ~6 s of a ~22 s cold boot, LZ4 takes well under one).
 unpack_kernel() {
-  dpkg-deb -x "$(fetch_deb "$KPKG")" "$1"
+  local deb repacked
+  deb=$(fetch_deb "$KPKG")
+  dpkg-deb -x "$deb" "$1"
   # Debian may ship compressed modules; busybox insmod wants plain ones.
   find "$1/lib/modules/$KVER" -name '*.ko.xz' -exec xz -d {} +
   depmod -b "$1" "$KVER"
-  npx tsx scripts/kernel/repack-kernel.ts "$1/boot/vmlinuz-$KVER" "$1/vmlinuz"
+  # Repacked once per kernel package, repacker and tools (~4 s; every image build needs it), kept
+  # beside the downloaded packages.
+  repacked="$DEBS/vmlinuz-$KVER-$({ basename "$deb"; echo "$KERNEL_TOOLS"; cat $IMAGE_LIB_INPUTS; } | sha256sum | cut -c1-16)"
+  if [[ ! -f $repacked ]]; then
+    npx tsx scripts/kernel/repack-kernel.ts "$1/boot/vmlinuz-$KVER" "$repacked.tmp"
+    mv "$repacked.tmp" "$repacked"
+  fi
+  cp "$repacked" "$1/vmlinuz"
 }
 
 # copy_modules KERNEL_DIR INITRD MODULE…: the modules and what they depend on, into

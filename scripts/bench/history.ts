@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { splitState } from "../../src/engine/checkpoint-format.ts";
-import { appAnswers, guestOf, table, timeBaseline, timeRewind, typeApp, waitFor, type Guest, type Servers } from "./run.ts";
+import { appAnswers, guestOf, median, table, timeBaseline, timeRewind, typeApp, waitFor, type Guest, type Servers } from "./run.ts";
 
 const MiB = 2 ** 20;
 /** Inside partition 1 (FAT, sectors 2048..67583), past the files the bootloader used. */
@@ -99,7 +99,6 @@ function cpuSince(before: Map<number, Cpu>): Cpu {
   return best;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Runs `measure` `n` times in a row; the median. */
 async function medianOf(n: number, measure: () => Promise<number>): Promise<number> {

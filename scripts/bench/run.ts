@@ -21,11 +21,13 @@
  *          same disk: cold boots in plain v86 {buffer} and in Sandglass, alternating (not in `all`).
  */
 import { execFileSync, execSync } from "node:child_process";
-import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { startServer, type RequestRecord, type RunningServer } from "../../server/repo-server.ts";
+import { parseManifest } from "../../src/engine/repo-format.ts";
+import { importImage } from "../import-image.ts";
 import { historyBench } from "./history.ts";
 import { importBench } from "./import.ts";
 import { urlBootBench } from "./url-boot.ts";
@@ -193,8 +195,6 @@ export interface Guest {
   memoryMiB: number;
   /** The baseline page's query for the same machine. */
   baselineQuery: string;
-  /** scripts/import-image.ts options for the same machine. */
-  importArgs: string[];
   /** A command that keeps the guest busy, for the cost of a checkpoint taken right after it. */
   busy: string;
   /**
@@ -213,7 +213,6 @@ export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
         raw: "default",
         memoryMiB: 256,
         baselineQuery: "image=default&memory=256&vga=2&devices=1",
-        importArgs: ["--memory", "256", "--network", "--shared-folder", "--vga-memory", "2", "--serial1"],
         busy: `printf '#include <stdio.h>\\nint main(void){puts("hi");return 0;}\\n' > /root/b.c && gcc -O2 -o /root/b /root/b.c && /root/b`,
         ddFromBooted: true,
       }
@@ -224,7 +223,6 @@ export function guestOf(name = process.env.BENCH_GUEST ?? "small"): Guest {
         raw: "small",
         memoryMiB: 64,
         baselineQuery: "image=small&memory=64",
-        importArgs: [],
         busy: "dd if=/dev/urandom of=/root/b bs=64k count=16 2>/dev/null; sync",
         ddFromBooted: false,
       };
@@ -243,6 +241,8 @@ export function table(title: string, head: string[], rows: (string | number)[][]
 }
 
 const secs = (ms: number) => (ms / 1000).toFixed(1) + " s";
+/** The middle value (the upper one of an even count). */
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const mib = (b: number) => (b / MiB).toFixed(1) + " MiB";
 
 /** The size of the guest's raw image, the base of every "share of image" column. */
@@ -340,7 +340,9 @@ async function kernelBench(browser: Browser, servers: Servers, guest: Guest): Pr
     execFileSync("cp", ["--sparse=always", join(REPO, "raw", `${guest.raw}.img`), xzImage]);
     // The boot partition starts at 1 MiB (scripts/image-lib.sh).
     execFileSync("mcopy", ["-o", "-i", `${xzImage}@@1M`, join(work, "vmlinuz"), "::/vmlinuz"], { env: { ...process.env, MTOOLS_SKIP_CHECK: "1" } });
-    execFileSync("npx", ["tsx", "scripts/import-image.ts", "--image", xzImage, "--repo", REPO, "--name", xzName, ...guest.importArgs], { stdio: "ignore" });
+    // Imported as the cold image was, in the same machine shape.
+    const { hardware } = parseManifest(JSON.parse(await readFile(join(REPO, "images", `${guest.cold}.json`), "utf8")));
+    await importImage({ image: xzImage, repo: REPO, name: xzName, ...(hardware ? { hardware } : {}) });
     const rows: string[][] = [];
     const times: Record<string, number[]> = {};
     const label = { xz: `Debian's (xz, ${deb.split("_")[1]})`, lz4: "repacked (LZ4)" };
@@ -360,7 +362,6 @@ async function kernelBench(browser: Browser, servers: Servers, guest: Guest): Pr
         }
       }
     }
-    const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
     for (const where of ["v86 {buffer}", "Sandglass cold"]) {
       rows.push(["median", where, "xz → LZ4", `${secs(median(times[`${where} xz`]!))} → ${secs(median(times[`${where} lz4`]!))}`]);
     }

@@ -1,6 +1,6 @@
 /**
  * Repacks Debian's guest kernel (a bzImage whose image is xz-compressed) so that it unpacks fast in
- * the emulator: inflating xz took the emulated CPU ~7 s of a ~22 s cold boot. The kernel's own
+ * the emulator: inflating xz took the emulated CPU ~6 s of a ~22 s cold boot. The kernel's own
  * real-mode setup code is kept; its protected-mode part (the xz decompressor and payload) is
  * replaced by lz4-boot.asm followed by the same kernel image as LZ4, which unpacks in well under a
  * second. The kernel then runs at the address it was linked for (no physical KASLR: the emulated
