@@ -94,10 +94,10 @@ export function terminal(page: Page) {
  * Types a command into the serial terminal and waits until `expected` appears. Commands print a
  * computed marker (e.g. `$((6*7))`) so the echo of the typed line can never satisfy the wait.
  */
-export async function run(page: Page, command: string, expected: string | RegExp): Promise<void> {
+export async function run(page: Page, command: string, expected: string | RegExp, timeout?: number): Promise<void> {
   await page.locator(".terminal .xterm-helper-textarea").focus();
   await page.keyboard.type(command + "\n");
-  await expect(terminal(page)).toContainText(expected);
+  await expect(terminal(page)).toContainText(expected, { timeout });
 }
 
 let markerCount = 0;
