@@ -8,6 +8,9 @@
  *       [--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--serial1]   (the machine it boots in: `hardware`;
  *       --serial1: a second serial port for the Sandglass guest agent, which the Debian image runs)
  *       [--boot hda|cdrom|fda]   (default: detected from the file, as the page does: image-detect.ts)
+ *       [--metadata-chunks]      (list the chunks holding the ext file system's metadata, which the
+ *                                 page fetches in the background: a first `find /` then waits on
+ *                                 no fetch per directory; `metadataChunks` in repo-format.ts)
  *
  * Chunks are written once under their content hash, gzip'd only when that saves space, and
  * all-zero chunks are not stored at all. Re-importing unchanged input rewrites nothing.
@@ -20,6 +23,7 @@ import { basename, join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { detectImage, DETECT_BYTES } from "../src/engine/image-detect.ts";
+import { metadataChunks } from "../src/engine/ext4/metadata.ts";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
 import {
@@ -49,6 +53,8 @@ export interface ImportOptions {
   hardware?: Omit<Hardware, "bootDevice">;
   /** Where the disk is attached; left out, detected from the file. */
   bootDevice?: BootDevice;
+  /** List the chunks holding the disk's ext file system metadata (`metadataChunks`). */
+  metadataChunks?: boolean;
 }
 
 /** What the file is (refuses anything that is not a disk image, with the reason). */
@@ -105,6 +111,30 @@ async function* pieces(path: string, size: number): AsyncGenerator<Buffer> {
     }
   }
   if (pending.length) yield pending;
+}
+
+/**
+ * The chunks holding the image's ext file system metadata (ext4/metadata.ts), zero chunks left
+ * out. A disk with no ext file system has none; one the reader cannot walk is said and skipped.
+ */
+async function listMetadataChunks(path: string, size: number, chunkSize: number, chunks: (ChunkRef | null)[]): Promise<number[]> {
+  const handle = await open(path, "r");
+  try {
+    const device = {
+      size,
+      read: async (offset: number, length: number) => {
+        const out = new Uint8Array(length);
+        await handle.read(out, 0, length, offset);
+        return out;
+      },
+    };
+    return (await metadataChunks(device, chunkSize)).filter((i) => chunks[i] !== null);
+  } catch (err) {
+    console.warn(`import-image: no metadata chunks listed (${err instanceof Error ? err.message : String(err)})`);
+    return [];
+  } finally {
+    await handle.close();
+  }
 }
 
 export async function importImage(options: ImportOptions): Promise<ImportResult> {
@@ -164,6 +194,7 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
     storedBytes: [...stored.values()].reduce((a, b) => a + b.bytes, 0),
     // The default boot device is left out of the file (parseManifest fills it in).
     ...(hardware ? { hardware: manifestHardware(hardware) as Hardware } : {}),
+    ...(options.metadataChunks ? { metadataChunks: await listMetadataChunks(options.image, size, chunkSize, chunks) } : {}),
   };
   const path = join(options.repo, manifestPath("image", options.name));
   // Keep the old manifest (and its `created`) when the content is the same, so caches stay valid.
@@ -172,7 +203,8 @@ export async function importImage(options: ImportOptions): Promise<ImportResult>
     () => null,
   );
   const unchanged = previous !== null && previous.sha256 === manifest.sha256 && previous.chunkSize === chunkSize &&
-    previous.description === manifest.description && JSON.stringify(previous.hardware) === JSON.stringify(manifest.hardware);
+    previous.description === manifest.description && JSON.stringify(previous.hardware) === JSON.stringify(manifest.hardware) &&
+    JSON.stringify(previous.metadataChunks) === JSON.stringify(manifest.metadataChunks);
   if (unchanged) manifest.created = previous.created;
   else await writeAtomic(path, JSON.stringify(manifest) + "\n");
 
@@ -220,6 +252,7 @@ async function main(): Promise<void> {
       "shared-folder": { type: "boolean", default: false },
       "vga-memory": { type: "string" },
       serial1: { type: "boolean", default: false },
+      "metadata-chunks": { type: "boolean", default: false },
     },
   });
   const image = values.image ?? positionals[0];
@@ -228,7 +261,7 @@ async function main(): Promise<void> {
   if (!image || !values.name || (boot !== undefined && !BOOT_DEVICES.includes(boot))) {
     console.error(
       "usage: import-image [--image] FILE-OR-URL --name NAME [--repo DIR] [--description TEXT] [--chunk-size N] [--bios-dir DIR] " +
-        "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--serial1] [--boot hda|cdrom|fda]",
+        "[--memory MiB] [--network] [--shared-folder] [--vga-memory MiB] [--serial1] [--boot hda|cdrom|fda] [--metadata-chunks]",
     );
     process.exit(2);
   }
@@ -242,6 +275,7 @@ async function main(): Promise<void> {
     description: values.description,
     chunkSize: values["chunk-size"] ? Number(values["chunk-size"]) : undefined,
     biosDir: values["bios-dir"],
+    metadataChunks: values["metadata-chunks"],
     ...(values.memory || values.network || values["shared-folder"] || values["vga-memory"] || values.serial1
       ? {
           hardware: {
@@ -260,6 +294,7 @@ async function main(): Promise<void> {
   console.log(
     `image "${m.name}": ${mib(m.size)} MiB, ${m.chunks.length} chunks (${zero} zero), ` +
       `${mib(m.storedBytes)} MiB stored, ${result.written} new chunk files, ` +
+      (m.metadataChunks ? `${m.metadataChunks.length} metadata chunks, ` : "") +
       `${result.unchanged ? "manifest unchanged" : "manifest written"} in ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
 }

@@ -16,7 +16,7 @@ mkdir -p "$STAMPS"
 import_image() {
   local name=$1 image=$2 stamp
   shift 2
-  stamp="$(stat -c '%s %Y' "$image") $* $(cat scripts/import-image.ts src/engine/repo-format.ts | sha256sum | cut -c1-16)"
+  stamp="$(stat -c '%s %Y' "$image") $* $(cat scripts/import-image.ts src/engine/repo-format.ts src/engine/ext4/*.ts | sha256sum | cut -c1-16)"
   if [[ -f $REPO/images/$name.json && -f $STAMPS/import-$name && $(cat "$STAMPS/import-$name") == "$stamp" ]]; then
     echo "image \"$name\" up to date"
     return
@@ -29,7 +29,9 @@ bash scripts/build-image.sh
 bash scripts/build-debian.sh
 # 2 MiB of video RAM: the guest's consoles are text mode, and v86 keeps all of it in every state.
 # COM2 (--serial1) for the guest agent that restores files (scripts/debian-root/src/sandglass-agent.c).
-DEBIAN_HW=(--memory 256 --network --shared-folder --vga-memory 2 --serial1)
+# --metadata-chunks: the page fetches the chunks holding the file system's metadata in the
+# background, so a first `find /`, `apt` or `e2fsck` does not wait on one fetch per directory.
+DEBIAN_HW=(--memory 256 --network --shared-folder --vga-memory 2 --serial1 --metadata-chunks)
 import_image default build/debian/disk.img --description "Debian 12 (bookworm) with Python, gcc, git and network" \
   --bios-dir build/debian "${DEBIAN_HW[@]}"
 import_image debian-cold build/debian/disk.img --description "Debian 12 (cold boot)" "${DEBIAN_HW[@]}"

@@ -18,6 +18,7 @@ import { V86 } from "v86";
 import {
   FORMAT,
   FORMAT_VERSION,
+  carriedMetadataChunks,
   chunkHash,
   chunkLength,
   chunkPath,
@@ -192,6 +193,7 @@ const snapshot: DiskManifest = {
   storedBytes: [...files.values()].reduce((n, f) => n + f.byteLength, 0),
   parent: { kind: "image", name: image.name },
   hardware,
+  ...carriedMetadataChunks(image, chunks),
   machine: { pieces, stateBytes: state.byteLength, memoryBytes: hardware.memoryBytes },
 };
 for (const [ref, stored] of files) {

@@ -225,6 +225,8 @@ export class DiskService {
   private disk: Disk | undefined;
   private checkpoints: Checkpoints | undefined;
   private progress: ((stats: TransferStats) => void) | undefined;
+  /** Stops the open machine's background metadata fetch when another opens. */
+  private metadataFetch: AbortController | undefined;
   private progressTimer: ReturnType<typeof setInterval> | undefined;
   private errorListener: ((message: string) => void) | undefined;
   private changeListener: (() => void) | undefined;
@@ -324,6 +326,10 @@ export class DiskService {
       manifest.machine && !(await store.listCheckpoints(machine.id)).length ? fetchState(base, manifest.machine) : null;
     sharedState?.catch(() => undefined); // reported through restoreCheckpoint
     this.disk = await Disk.open(store, base, machine);
+    // The file system's metadata follows in the background (chunk-source.ts, fetchMetadata).
+    this.metadataFetch?.abort();
+    this.metadataFetch = new AbortController();
+    void base.fetchMetadata(this.metadataFetch.signal).catch(() => undefined);
     this.disk.onFlushError = (err) => {
       this.errorListener?.(storageFailure(err, "the latest disk writes"));
       // Room first (the image cache can be fetched again), then the writes held in memory are

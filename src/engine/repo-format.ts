@@ -79,6 +79,14 @@
  *                                  It is part of every saved state, so it is part of the shape: a
  *                                  state taken without it never restores into a machine with it, or
  *                                  the other way round.
+ *
+ * Optional in both kinds (added 2026-12-07; absent means none):
+ *   metadataChunks  indices of the chunks holding the disk's ext2/3/4 metadata (the inode table
+ *                   blocks of files in use, directories, extent tree blocks), ascending, each a
+ *                   non-zero chunk: what a first `find /`, `ls -R` or `apt` reads, one directory
+ *                   at a time, each a fetch of its own. A reader may fetch them in the background
+ *                   once the machine runs; nothing depends on it. The import tool writes it when
+ *                   asked (--metadata-chunks); a snapshot carries its parent's.
  */
 
 export const FORMAT = "sandglass-disk";
@@ -109,6 +117,8 @@ export interface DiskManifest {
   /** Images only: a snapshot of this image booted to an idle shell, opened instead of a cold boot. */
   booted?: string;
   hardware?: Hardware;
+  /** Chunks holding the file system's metadata, to fetch in the background (see the notes above). */
+  metadataChunks?: number[];
 }
 
 /** The emulated machine's shape (see the format notes above). */
@@ -370,5 +380,25 @@ export function parseManifest(json: unknown): DiskManifest {
     ...(machine ? { machine } : {}),
     ...(m.kind === "image" && typeof m.booted === "string" && isValidSnapshotId(m.booted) ? { booted: m.booted } : {}),
     ...(hardware ? { hardware } : {}),
+    ...(m.metadataChunks !== undefined ? { metadataChunks: parseMetadataChunks(m.metadataChunks, m.chunks as (ChunkRef | null)[]) } : {}),
   };
+}
+
+/**
+ * A snapshot's `metadataChunks`: its parent's, less any chunk the snapshot's disk has as zeros
+ * (the field names stored chunks only). Undefined when the parent has none.
+ */
+export function carriedMetadataChunks(parent: DiskManifest, chunks: readonly (ChunkRef | null)[]): { metadataChunks?: number[] } {
+  return parent.metadataChunks ? { metadataChunks: parent.metadataChunks.filter((i) => chunks[i] !== null) } : {};
+}
+
+function parseMetadataChunks(list: unknown, chunks: (ChunkRef | null)[]): number[] {
+  if (!Array.isArray(list)) throw new ManifestError("metadataChunks must be a list");
+  list.forEach((n: unknown, i) => {
+    if (!Number.isSafeInteger(n) || (n as number) < 0 || (n as number) >= chunks.length || chunks[n as number] === null) {
+      throw new ManifestError(`metadataChunks[${i}] is not a stored chunk of the disk`);
+    }
+    if (i > 0 && (n as number) <= (list[i - 1] as number)) throw new ManifestError("metadataChunks must be ascending");
+  });
+  return list as number[];
 }

@@ -23,6 +23,7 @@ import {
   type ChunkRef,
   type DiskManifest,
   type Hardware,
+  carriedMetadataChunks,
 } from "./repo-format.ts";
 import type { Point } from "./store-format.ts";
 
@@ -128,6 +129,7 @@ export async function buildSnapshot(options: BuildOptions): Promise<SnapshotFile
     storedBytes: [...files.values()].reduce((n, f) => n + f.byteLength, 0),
     parent: { kind: parent.kind, name: parent.name },
     hardware: options.hardware,
+    ...carriedMetadataChunks(parent, chunks),
     machine: {
       pieces,
       stateBytes: options.state.byteLength,

@@ -127,6 +127,27 @@ test("first visit resumes a running Debian, fetching a small share of the image;
   console.log(`guest clock ${resumedOffset.toFixed(0)} s off the host's on resuming (snapshot published ${((Date.now() - published) / 1000).toFixed(0)} s ago), then in sync`);
 });
 
+test("the file system's metadata follows in the background: a first find over the whole root then fetches next to nothing", async () => {
+  const image = JSON.parse(await readFile(join(REPO_ROOT, "images/default.json"), "utf8")) as { metadataChunks?: number[] };
+  expect(image.metadataChunks?.length ?? 0).toBeGreaterThan(500);
+  type Progress = { chunks: number; fetched: number; stopped?: boolean } | undefined;
+  const progress = () => page.evaluate(() => (window as unknown as { sandglass: { transfer: { metadata?: Progress } } }).sandglass.transfer.metadata);
+  const waited = Date.now();
+  const phase = (p: Progress) => (!p ? "not started" : p.stopped ? "stopped" : p.fetched < p.chunks ? "fetching" : "done");
+  await expect.poll(async () => phase(await progress()), { timeout: 240_000, intervals: [1_000] }).toBe("done");
+  const done = (await progress())!;
+  expect(done.chunks).toBeGreaterThan(0);
+  const metadataBytes = repo.chunkRequests().reduce((n, r) => n + r.bytes, 0);
+  console.log(`metadata in the background: ${done.chunks} chunks, done ${Date.now() - waited} ms after the first test ended; chunk bytes fetched so far ${(metadataBytes / 2 ** 20).toFixed(1)} MiB`);
+
+  const before = repo.chunkRequests().length;
+  const started = Date.now();
+  await run(page, `find / -xdev | wc -l | sed "s/^/entries=/"`, /entries=\d+/, 300_000);
+  const fetched = repo.chunkRequests(before).length;
+  console.log(`find / -xdev: ${Date.now() - started} ms, ${fetched} chunk requests (without the metadata: ~1,500 and ~60 s here)`);
+  expect(fetched).toBeLessThan(0.05 * image.metadataChunks!.length);
+});
+
 test("gcc compiles and runs a C program; apt lists the installed packages", async () => {
   await run(
     page,
