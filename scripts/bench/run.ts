@@ -2,7 +2,7 @@
  * Benchmarks, printed as tables (figures recorded in BENCHMARKS.md). Each table runs Sandglass and
  * its baseline side by side in one run, same image, same machine, headless Chromium.
  *
- *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|checkpoints|history|dd|rewind|share|import|file-diff|all]   (needs `npm start` or `npm test` to have built once)
+ *   npm run bench [-- boot|boot-debian|first-visit|baseline-boot|checkpoints|history|dd|rewind|share|import|file-diff|kernel|metadata|all]   (needs `npm start` or `npm test` to have built once)
  *
  * boot     page open → shell answering, and disk bytes fetched: Sandglass cold / warm vs
  *          v86 {buffer} and v86 {url, async: true}; a first visit (booted snapshot) vs v86
@@ -19,9 +19,12 @@
  *          walking both listings (Node only; not part of `all`).
  * kernel   the guest's repacked kernel (LZ4, scripts/kernel/) against Debian's own (xz) on the
  *          same disk: cold boots in plain v86 {buffer} and in Sandglass, alternating (not in `all`).
+ * metadata  a first `find / -xdev` in the Debian guest, with the file system's metadata fetched in
+ *          the background (the manifests' metadataChunks) and from a copy of the repository whose
+ *          manifests do not list it, alternating (Debian only; not in `all`).
  */
 import { execFileSync, execSync } from "node:child_process";
-import { copyFile, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
@@ -373,6 +376,75 @@ async function kernelBench(browser: Browser, servers: Servers, guest: Guest): Pr
   }
 }
 
+/**
+ * `metadata`: a fresh profile opens Debian (booted snapshot) and, 45 s after `goto` (time for the
+ * background fetch, measured too), runs a first `find / -xdev`: from the repository as built, and
+ * from a copy of it (hard links) whose image and snapshot manifests leave `metadataChunks` out.
+ * BENCH_ROUNDS rounds (2), alternating.
+ */
+async function metadataBench(browser: Browser, servers: Servers): Promise<void> {
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  const guest = guestOf("debian");
+  const work = await mkdtemp(join(tmpdir(), "bench-metadata-"));
+  const bare = join(work, "repo");
+  execFileSync("cp", ["-al", REPO, bare]);
+  const image = JSON.parse(await readFile(join(REPO, "images", `${guest.booted}.json`), "utf8")) as { booted: string; metadataChunks?: number[] };
+  if (!image.metadataChunks) throw new Error(`images/${guest.booted}.json lists no metadataChunks: build the guest images first`);
+  for (const path of [`images/${guest.booted}.json`, `snapshots/${image.booted}.json`]) {
+    const { metadataChunks: _, ...rest } = JSON.parse(await readFile(join(REPO, path), "utf8")) as Record<string, unknown>;
+    await rm(join(bare, path)); // a hard link: the built repository's file must stay as it is
+    await writeFile(join(bare, path), JSON.stringify(rest) + "\n");
+  }
+  const requests: RequestRecord[] = [];
+  const without = await startServer({ repoRoot: bare, appRoot: resolve(process.env.SANDGLASS_APP ?? "dist"), onRequest: (r) => requests.push(r) });
+  const chunkRequests = (list: RequestRecord[], from: number) => list.slice(from).filter((r) => r.path.startsWith("/repo/chunks/"));
+  const rows: string[][] = [];
+  const times: Record<string, number[]> = {};
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      for (const kind of ["listed", "not listed"] as const) {
+        const [url, log] = kind === "listed" ? [servers.app.url, servers.requests] : [without.url, requests];
+        const context = await browser.newContext();
+        const page = await context.newPage();
+        const from = log.length;
+        const opened = Date.now();
+        await page.goto(`${url}#/i/${guest.booted}`);
+        await appAnswers(page);
+        type Progress = { chunks: number; fetched: number; stopped?: boolean } | undefined;
+        const progress = () => page.evaluate(() => (window as unknown as { sandglass: { transfer: { metadata?: Progress } } }).sandglass.transfer.metadata);
+        let metadataDone = "";
+        if (kind === "listed") {
+          await waitFor(async () => ((p) => !!p && (p.stopped || p.fetched === p.chunks))(await progress()), 180_000, "the metadata");
+          const p = (await progress())!;
+          metadataDone = `${p.chunks} chunks, done ${secs(Date.now() - opened)} after goto${p.stopped ? " (stopped)" : ""}`;
+        }
+        await new Promise((ok) => setTimeout(ok, Math.max(0, opened + 45_000 - Date.now())));
+        const before = chunkRequests(log, from).length;
+        const fetchedBefore = chunkRequests(log, from).reduce((n, r) => n + r.bytes, 0);
+        const n = Math.floor(Math.random() * 1e6);
+        const started = Date.now();
+        await typeApp(page, `find / -xdev | wc -l | sed "s/^/found-$((${n}+1))=/"\n`);
+        await waitFor(async () => (await serialOfApp(page)).includes(`found-${n + 1}=`), 300_000, "find");
+        const ms = Date.now() - started;
+        const during = chunkRequests(log, from).length - before;
+        await context.close();
+        (times[kind] ??= []).push(ms);
+        rows.push([String(round), kind, metadataDone || "-", mib(fetchedBefore), secs(ms), String(during)]);
+        console.log(`  round ${round}, metadata ${kind}: find ${secs(ms)}, ${during} chunk requests during it; ${mib(fetchedBefore)} fetched before it ${metadataDone}`);
+      }
+    }
+    rows.push(["median", "listed / not listed", "", "", `${secs(median(times.listed!))} / ${secs(median(times["not listed"]!))}`, ""]);
+    table(
+      `A first find / -xdev in ${guest.label} (fresh profile, 45 s after goto), with and without the metadata in the background`,
+      ["Round", "metadataChunks", "Background fetch", "Chunk bytes before find", "find", "Chunk requests during find"],
+      rows,
+    );
+  } finally {
+    await without.close();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
 /** Rows (c) and (d): plain v86 cold-booting the same image, from memory and from its lazy HTTP disk. */
 async function baselineBoots(
   browser: Browser,
@@ -534,6 +606,7 @@ async function main(): Promise<void> {
     if (which === "checkpoints") await checkpointsBench(browser, servers, guestOf());
     if (which === "baseline-boot") await baselineBootBench(browser, servers, guestOf());
     if (which === "kernel") await kernelBench(browser, servers, guestOf());
+    if (which === "metadata") await metadataBench(browser, servers);
     if (which === "history" || which === "all") await historyBench(browser, servers, { dd: true, rewind: true });
     if (which === "dd") await historyBench(browser, servers, { dd: true, rewind: false });
     if (which === "rewind") await historyBench(browser, servers, { dd: false, rewind: true });
