@@ -299,6 +299,8 @@ export class Session {
       return;
     }
     try {
+      // Refused by size before anything is read: a drop over the limit is not read into memory.
+      folder.ensureRoom(files.reduce((n, f) => n + f.size, 0));
       const incoming = await Promise.all(files.map(async (f) => ({ name: f.name, data: new Uint8Array(await f.arrayBuffer()) })));
       const written = await folder.put(incoming);
       this.touch();

@@ -90,9 +90,7 @@ export class SharedFolder {
    */
   async put(files: IncomingFile[]): Promise<string[]> {
     if (!this.host.fs9p) throw new Error("This machine has no shared folder.");
-    const needed = files.reduce((n, f) => n + f.data.byteLength, 0);
-    const free = SHARED_FOLDER_LIMIT - this.usedBytes();
-    if (needed > free) throw new SharedFolderFullError(needed, Math.max(0, free));
+    this.ensureRoom(files.reduce((n, f) => n + f.data.byteLength, 0));
     const taken = new Set(this.host.fs9p.read_dir("/") ?? []);
     const written: string[] = [];
     for (const file of files) {
@@ -102,6 +100,12 @@ export class SharedFolder {
       written.push(`/${name}`);
     }
     return written;
+  }
+
+  /** Throws SharedFolderFullError unless `needed` more bytes fit (checked before reading any file). */
+  ensureRoom(needed: number): void {
+    const free = SHARED_FOLDER_LIMIT - this.usedBytes();
+    if (needed > free) throw new SharedFolderFullError(needed, Math.max(0, free));
   }
 
   read(path: string): Promise<Uint8Array> {

@@ -32,6 +32,10 @@ describe("SharedFolder on v86's 9p file system", () => {
       SharedFolderFullError,
     );
     expect(folder.list()).toEqual(before);
+    // The page checks a drop's sizes before reading any of it.
+    const used = 100_000 + 10 + 5;
+    expect(() => folder.ensureRoom(SHARED_FOLDER_LIMIT - used)).not.toThrow();
+    expect(() => folder.ensureRoom(SHARED_FOLDER_LIMIT - used + 1)).toThrow(SharedFolderFullError);
 
     // Saved and restored with the machine: a file added after the save is gone after the restore.
     // (A state restores only once the BIOS has set the PCI devices up: let it run a moment.)
