@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { createServer, type Server } from "node:net";
 import { dirname, join } from "node:path";
 import type { BrowserContext, Page } from "@playwright/test";
-import { clickPoint, expect, REPO_ROOT, run, serve, terminal, test, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
+import { clickPoint, expect, REPO_ROOT, run, serve, terminal, test, value, waitForSaved, waitForShell, type RepoServer } from "./fixtures.ts";
 
 test.describe.configure({ mode: "serial" });
 
@@ -45,12 +45,8 @@ async function recordConsole(ctx: BrowserContext): Promise<void> {
   });
 }
 
-/** Runs a command whose output ends in `<tag>=<value>` and returns the value (its newest answer). */
-async function value(p: Page, command: string, tag: string, pattern = "[0-9a-f]{64}"): Promise<string> {
-  const source = `\\b${tag}=(${pattern})`;
-  await run(p, `${command} | sed 's/^/${tag}=/'`, new RegExp(source));
-  return [...(await terminal(p).innerText()).matchAll(new RegExp(source, "g"))].pop()![1]!;
-}
+/** A sha256sum, as `value` reads it. */
+const SHA256 = "[0-9a-f]{64}";
 
 /**
  * Seconds the guest's clock is ahead of the host's (negative: behind), 0 when it is within the
@@ -163,21 +159,21 @@ test("the guest fetches a file from the app's own server over HTTP; a checkpoint
   const port = new URL(repo.url).port;
   const expected = sha256(await readFile(join(REPO_ROOT, "bios/seabios.bin")));
   const fetch = `curl -sf http://${port}.external/repo/bios/seabios.bin -o /root/bios.bin && sha256sum /root/bios.bin | cut -c1-64`;
-  expect(await value(page, fetch, "http")).toBe(expected);
+  expect(await value(page, fetch, "http", SHA256)).toBe(expected);
   await waitForSaved(page); // the automatic checkpoint after the download
   await page.reload();
   await waitForShell(page);
   await run(page, "rm -f /root/bios.bin; echo $((1+1))", "2");
-  expect(await value(page, fetch, "again")).toBe(expected);
+  expect(await value(page, fetch, "again", SHA256)).toBe(expected);
 });
 
 test("files in and out through /shared: same sha256, kept by reload, following rewinds, bounded", async () => {
   const incoming = randomBytes(3 * 2 ** 20 + 123);
   await page.getByTestId("shared-input").setInputFiles({ name: "in.bin", mimeType: "application/octet-stream", buffer: incoming });
   await expect(page.getByTestId("shared-files")).toContainText("in.bin");
-  expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "in")).toBe(sha256(incoming));
+  expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "in", SHA256)).toBe(sha256(incoming));
 
-  const written = await value(page, "head -c 500000 /dev/urandom > /shared/out.bin; sha256sum /shared/out.bin | cut -c1-64", "out");
+  const written = await value(page, "head -c 500000 /dev/urandom > /shared/out.bin; sha256sum /shared/out.bin | cut -c1-64", "out", SHA256);
   const button = page.locator('[data-testid="download-shared"][data-path="/out.bin"]');
   await expect(button).toBeVisible();
   const [download] = await Promise.all([page.waitForEvent("download"), button.click()]);
@@ -187,7 +183,7 @@ test("files in and out through /shared: same sha256, kept by reload, following r
   await page.reload();
   await waitForShell(page);
   await expect(page.getByTestId("shared-files")).toContainText("out.bin");
-  expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "kept")).toBe(sha256(incoming));
+  expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "kept", SHA256)).toBe(sha256(incoming));
 
   // A checkpoint with both files; then one removed and another added; the rewind brings back the first state.
   await run(page, "sync; echo marked-$((7*3))", "marked-21");
@@ -202,7 +198,7 @@ test("files in and out through /shared: same sha256, kept by reload, following r
   await expect(page.getByTestId("status")).toHaveText("Running");
   await run(page, "ls /shared | tr '\\n' ' ' | sed 's/^/ls=/'; echo", "ls=in.bin out.bin");
   await expect(page.getByTestId("shared-files")).not.toContainText("late.txt");
-  expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "back")).toBe(sha256(incoming));
+  expect(await value(page, "sha256sum /shared/in.bin | cut -c1-64", "back", SHA256)).toBe(sha256(incoming));
 
   // Over the limit: a clear message, and nothing of it in the guest.
   const huge = join(await mkdtemp(join(tmpdir(), "sandglass-huge-")), "huge.bin");

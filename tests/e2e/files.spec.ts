@@ -25,7 +25,7 @@ import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { unzipSync } from "fflate";
 import type { BrowserContext, Page } from "@playwright/test";
-import { checkpoint, clickPoint, expect, floppyCount, rebootFloppy, run, serve, smallImage, terminal, test, waitForShell, type RepoServer } from "./fixtures.ts";
+import { checkpoint, clickPoint, expect, floppyCount, rebootFloppy, run, serve, smallImage, terminal, test, value, waitForShell, type RepoServer } from "./fixtures.ts";
 
 test.describe.configure({ mode: "serial" });
 
@@ -56,19 +56,8 @@ async function sharedText(p: Page, path: string): Promise<string> {
   }, path);
 }
 
-let answers = 0;
-
-/**
- * Runs a command whose output ends in `<tag>-<n>=<value>` and returns the value. `n` is new for
- * each call and computed by the guest's shell, so neither an earlier answer nor the typed line's
- * echo can be read as this one's.
- */
-async function value(p: Page, command: string, tag: string, pattern = "[0-9a-f]{32}"): Promise<string> {
-  const n = ++answers;
-  const source = `\\b${tag}-${n}=(${pattern})`;
-  await run(p, `${command} | sed "s/^/${tag}-$((${n - 1}+1))=/"`, new RegExp(source));
-  return new RegExp(source).exec(await terminal(p).innerText())![1]!;
-}
+/** An md5sum, as `value` reads it. */
+const MD5 = "[0-9a-f]{32}";
 
 /** The guest's clock within a few seconds of the host's (its NTP loop after the resume). */
 async function clockInSync(p: Page): Promise<void> {
@@ -244,7 +233,7 @@ test("Debian: the changed files are exactly what the guest changed; one file res
   await page.getByTestId("restore-a").click();
   await expect(page.getByTestId("restore-status")).toHaveAttribute("data-phase", "done", { timeout: 120_000 });
   await expect(page.getByTestId("undo-restore")).toBeVisible();
-  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "restored")).toBe(md5(confA));
+  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "restored", MD5)).toBe(md5(confA));
   await run(page, "stat -c 'mode-%a-%U' /etc/sandglass-demo.conf", "mode-644-root");
   // Everything else keeps its later content.
   await run(page, "cat /root/new.txt; readlink /root/demo-link; stat -c 'sh-%a' /root/mode.sh; test -e /root/old.txt || echo old-gone-$((2*3))", "old-gone-6");
@@ -261,7 +250,7 @@ test("Debian: the changed files are exactly what the guest changed; one file res
   // Undo from the timeline: back to the checkpoint before the restore, the file as at B again.
   await clickPoint(page, `[data-id="${before}"]`);
   await expect(page.getByTestId("status")).toHaveText("Running", { timeout: 120_000 });
-  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "undone")).toBe(md5(confB));
+  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "undone", MD5)).toBe(md5(confB));
 
   // The same from the file browser at A, taken back with the Undo the page offers.
   await page.getByTestId("compare-toggle").click();
@@ -272,11 +261,11 @@ test("Debian: the changed files are exactly what the guest changed; one file res
   await expect(browser).toHaveAttribute("data-path", "/etc");
   await browser.locator('[data-testid="entry"][data-name="sandglass-demo.conf"] [data-testid="restore-entry"]').click();
   await expect(page.getByTestId("restore-status")).toHaveAttribute("data-phase", "done", { timeout: 120_000 });
-  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "again")).toBe(md5(confA));
+  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "again", MD5)).toBe(md5(confA));
   await page.getByTestId("undo-restore").click();
   await expect(page.getByTestId("notice")).toContainText("Undid the restore of /etc/sandglass-demo.conf");
   await expect(page.getByTestId("status")).toHaveText("Running", { timeout: 120_000 });
-  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "undone2")).toBe(md5(confB));
+  expect(await value(page, "md5sum /etc/sandglass-demo.conf | cut -c1-32", "undone2", MD5)).toBe(md5(confB));
   await page.getByTestId("close-browser").click();
   await page.getByTestId("compare-toggle").click();
 });

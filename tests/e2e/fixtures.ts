@@ -100,6 +100,20 @@ export async function run(page: Page, command: string, expected: string | RegExp
   await expect(terminal(page)).toContainText(expected, { timeout });
 }
 
+let answers = 0;
+
+/**
+ * Runs a command whose output ends in `<tag>-<n>=<value>` and returns the value (matching
+ * `pattern`). `n` is new for each call and computed by the guest's shell, so neither an earlier
+ * answer (a check polled with the same command) nor the typed line's echo can be read as this one's.
+ */
+export async function value(page: Page, command: string, tag: string, pattern: string): Promise<string> {
+  const n = ++answers;
+  const source = `\\b${tag}-${n}=(${pattern})`;
+  await run(page, `${command} | sed "s/^/${tag}-$((${n - 1}+1))=/"`, new RegExp(source));
+  return new RegExp(source).exec(await terminal(page).innerText())![1]!;
+}
+
 let markerCount = 0;
 
 /**
