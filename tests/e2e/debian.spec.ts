@@ -226,7 +226,7 @@ async function fsckClean(p: Page, tag: string): Promise<void> {
 }
 
 test("a disk-only rewind cold-boots the real kernel to a shell; e2fsck is clean after a rewind and a reload", async () => {
-  test.setTimeout(30 * 60_000); // a cold boot and two full e2fsck runs in the emulator
+  test.setTimeout(30 * 60_000); // a cold boot and a full e2fsck in the emulator
   await run(page, "echo before-$((3*3)) > /root/mark; sync; echo ok-$((4*4))", "ok-16");
   page.once("dialog", (d) => void d.accept("before the damage"));
   await page.getByRole("button", { name: "Bookmark" }).click();
@@ -242,12 +242,14 @@ test("a disk-only rewind cold-boots the real kernel to a shell; e2fsck is clean 
   await waitForShell(page, 600_000);
   console.log(`cold boot of the Debian kernel after a disk-only rewind: shell answered after ${Date.now() - started} ms`);
   await run(page, "cat /root/mark; test -d /usr/share/doc && echo docs-$((6+6))", "docs-12");
-  await fsckClean(page, "fsck1");
 
+  // One full e2fsck, after the reload: the disk it checks is the rewound one as this browser
+  // stored it. (It also ran right after the cold boot, on the same disk: a minute more, and it
+  // never failed where this one passed.)
   await waitForSaved(page);
   await page.reload();
   await waitForShell(page);
-  await fsckClean(page, "fsck2");
+  await fsckClean(page, "fsck");
   noLockupWarnings(await consoleText(page));
 });
 
