@@ -21,6 +21,8 @@ import { sha256Hex, sleep } from "./util.ts";
 
 /** Chunks kept decoded in the worker's memory, so read-modify-write and re-reads skip IndexedDB. */
 const MEMORY_BUDGET = 32 * 1024 * 1024;
+/** How many neighbouring chunks of a URL image fetchAll asks for in one Range request (1 MiB of 64 KiB chunks). */
+const FETCH_ALL_RUN = 16;
 /** How many chunks ahead a sequential reader is prefetched. */
 const PREFETCH_AHEAD = 8;
 /**
@@ -235,15 +237,22 @@ export class ChunkSource {
 
   /**
    * Fetches and pins every chunk of a URL image not read yet (a snapshot of it lists the whole
-   * disk), four at a time. Nothing to do for other images.
+   * disk): runs of up to FETCH_ALL_RUN neighbours in one Range request, four requests at a time.
+   * Nothing to do for other images.
    */
   async fetchAll(): Promise<void> {
     const known = this.known;
     if (!known) return;
-    const missing = [...known.keys()].filter((i) => !known[i]);
+    const runs: number[][] = [];
+    for (let i = 0; i < known.length; i++) {
+      if (known[i]) continue;
+      const run = runs.at(-1);
+      if (run && run.at(-1) === i - 1 && run.length < FETCH_ALL_RUN) run.push(i);
+      else runs.push([i]);
+    }
     let next = 0;
     const worker = async () => {
-      while (next < missing.length) await this.load(missing[next++]!);
+      while (next < runs.length) await this.loadRemoteRun(runs[next++]!);
     };
     await Promise.all([worker(), worker(), worker(), worker()]);
   }
@@ -393,11 +402,14 @@ export class ChunkSource {
 
   /** Chunk `index` of a URL image from its server; its short last chunk zero-padded when a second disk follows. */
   private async fetchRemote(index: number): Promise<Uint8Array> {
-    const { blocks } = this.remoteChunks!;
+    const data = await this.remoteChunks!.blocks.fetchChunk(index, this.remoteLength(index));
+    return this.padded(index, data);
+  }
+
+  /** A URL image's chunk as the disk has it: the file's short last chunk zero-padded to its length in the disk. */
+  private padded(index: number, data: Uint8Array): Uint8Array {
     const length = chunkLength(this.manifest, index);
-    const fromFile = this.remoteLength(index);
-    const data = await blocks.fetchChunk(index, fromFile);
-    if (fromFile === length) return data;
+    if (data.byteLength === length) return data;
     const padded = new Uint8Array(length);
     padded.set(data);
     return padded;
@@ -409,26 +421,63 @@ export class ChunkSource {
     let pending = this.inflight.get(key);
     if (!pending) {
       pending = (async () => {
-        const remote = this.remoteChunks!;
         await this.verifying?.catch(() => undefined); // a change makes fetchChunk refuse
-        const data = await this.fetchRemote(index);
-        this.stats.networkChunks++;
-        this.stats.networkBytes += data.byteLength;
-        const hash = isAllZero(data) ? null : await sha256Hex(data);
-        // A full quota must not stop the guest: the chunk is still served from memory (and
-        // fetched and pinned again next time).
-        await this.store.pinChunk(remote.key, index, hash, hash ? data : null).catch(() => undefined);
-        remote.pins.set(index, hash);
-        this.manifest.chunks[index] = hash;
-        this.known![index] = 1;
-        this.stats.remoteUnreadBytes! -= this.remoteLength(index);
-        if (!hash) return this.zero.subarray(0, data.byteLength);
-        this.memory.set(hash, data);
-        return data;
+        const [data] = await this.pinFetched([{ index, data: await this.fetchRemote(index) }]);
+        return data!;
       })().finally(() => this.inflight.delete(key));
       this.inflight.set(key, pending);
     }
     return pending;
+  }
+
+  /**
+   * Neighbouring chunks of a URL image read for the first time, in one Range request (fetchAll),
+   * then pinned as loadRemote pins one. Those read meanwhile are left to that read.
+   */
+  private async loadRemoteRun(indices: readonly number[]): Promise<void> {
+    const todo = indices.filter((i) => !this.known![i] && !this.inflight.has(`#${i}`));
+    // A gap (a chunk the guest is reading now) splits the run: the rest one at a time.
+    if (todo.length !== indices.length) {
+      for (const i of todo) await this.loadRemote(i);
+      return;
+    }
+    const lengths = todo.map((i) => this.remoteLength(i));
+    const run = (async () => {
+      await this.verifying?.catch(() => undefined);
+      const bytes = await this.remoteChunks!.blocks.fetchBytes(todo[0]! * this.manifest.chunkSize, lengths.reduce((a, b) => a + b, 0));
+      let at = 0;
+      // Copies, not views: IndexedDB would store each view's whole buffer.
+      const chunks = todo.map((index, k) => ({ index, data: this.padded(index, bytes.slice(at, (at += lengths[k]!))) }));
+      return this.pinFetched(chunks);
+    })();
+    todo.forEach((index, k) => {
+      const key = `#${index}`;
+      this.inflight.set(
+        key,
+        run.then((all) => all[k]!).finally(() => this.inflight.delete(key)),
+      );
+    });
+    await Promise.all(todo.map((i) => this.inflight.get(`#${i}`)));
+  }
+
+  /** Hashes, pins and stores chunks just fetched from a URL image (one transaction); returns what the disk reads. */
+  private async pinFetched(chunks: readonly { index: number; data: Uint8Array }[]): Promise<Uint8Array[]> {
+    const remote = this.remoteChunks!;
+    const hashed = await Promise.all(chunks.map(async ({ index, data }) => ({ index, data, hash: isAllZero(data) ? null : await sha256Hex(data) })));
+    // A full quota must not stop the guest: the chunks are still served from memory (and fetched
+    // and pinned again next time).
+    await this.store.pinChunks(remote.key, hashed.map(({ index, hash, data }) => ({ index, hash, data: hash ? data : null }))).catch(() => undefined);
+    return hashed.map(({ index, data, hash }) => {
+      this.stats.networkChunks++;
+      this.stats.networkBytes += data.byteLength;
+      remote.pins.set(index, hash);
+      this.manifest.chunks[index] = hash;
+      this.known![index] = 1;
+      this.stats.remoteUnreadBytes! -= this.remoteLength(index);
+      if (!hash) return this.zero.subarray(0, data.byteLength);
+      this.memory.set(hash, data);
+      return data;
+    });
   }
 
   /**

@@ -233,14 +233,22 @@ export class LocalStore {
   }
 
   /** Pins chunk `index` of a URL image, with its content (none for zeros), in one transaction. */
-  async pinChunk(url: string, index: number, hash: string | null, data: Uint8Array | null): Promise<void> {
+  pinChunk(url: string, index: number, hash: string | null, data: Uint8Array | null): Promise<void> {
+    return this.pinChunks(url, [{ index, hash, data }]);
+  }
+
+  /** Several chunks of a URL image at once (pinChunk), in one transaction. */
+  async pinChunks(url: string, chunks: readonly { index: number; hash: string | null; data: Uint8Array | null }[]): Promise<void> {
     const tx = this.db.transaction(["chunks", "chunkMeta", "remotePins"], "readwrite");
+    const used = Date.now();
     try {
-      if (hash && data) {
-        void tx.objectStore("chunks").put(data, hash);
-        void tx.objectStore("chunkMeta").put({ bytes: data.byteLength, used: Date.now() }, hash);
+      for (const { index, hash, data } of chunks) {
+        if (hash && data) {
+          void tx.objectStore("chunks").put(data, hash);
+          void tx.objectStore("chunkMeta").put({ bytes: data.byteLength, used }, hash);
+        }
+        void tx.objectStore("remotePins").put(hash ?? "", [url, index]);
       }
-      void tx.objectStore("remotePins").put(hash ?? "", [url, index]);
       await tx.done;
     } catch (err) {
       rethrowQuota(err, "a block of the image");

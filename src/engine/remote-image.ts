@@ -155,9 +155,13 @@ export class RemoteBlocks {
   }
 
   /** Chunk `index` (`length` bytes) from the server, checked against the pinned identity. */
-  async fetchChunk(index: number, length: number): Promise<Uint8Array> {
+  fetchChunk(index: number, length: number): Promise<Uint8Array> {
+    return this.fetchBytes(index * this.chunkSize, length);
+  }
+
+  /** `length` bytes of the file from `start` in one Range request, checked against the pinned identity. */
+  async fetchBytes(start: number, length: number): Promise<Uint8Array> {
     if (this.changed) throw this.changed;
-    const start = index * this.chunkSize;
     let lastError: unknown;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       if (attempt > 0) await sleep(250 * 2 ** attempt);

@@ -112,6 +112,35 @@ describe("opening an image from a URL", () => {
     expect((await openBase(store, fetchFn, source)).stats.remoteUnreadBytes).toBe(0);
   });
 
+  it("fetchAll asks for neighbouring chunks together, and every chunk reads back as the file from the store", async () => {
+    const store = await freshStore();
+    const { state, fetchFn } = host();
+    state.file = iso(3 * MiB - 4 * KiB, 3); // 48 chunks, the last one short
+    const { source } = await importUrl(store, URL_, settings, fetchFn);
+    const base = await openBase(store, fetchFn, source);
+    await base.get(20, false); // one read by the guest first: the runs go around it
+    const missing = base.unknownChunks;
+    const before = state.requests;
+    const rangesBefore = state.ranges.length;
+    await base.fetchAll();
+    const requests = state.requests - before;
+    expect(base.unknownChunks).toBe(0);
+    expect(requests).toBeLessThanOrEqual(Math.ceil(missing / 16) + 2);
+    expect(requests).toBeLessThan(missing / 4);
+    for (const range of state.ranges.slice(rangesBefore)) {
+      const [, start, end] = /^bytes=(\d+)-(\d+)$/.exec(range)!.map(Number);
+      expect(end! - start! + 1).toBeLessThanOrEqual(1 * MiB);
+    }
+    const again = await openBase(store, fetchFn, source);
+    const afterAll = state.requests;
+    for (let i = 0; i < 48; i++) {
+      const expected = state.file.subarray(i * 64 * KiB, Math.min((i + 1) * 64 * KiB, state.file.length));
+      // Buffer's compare: vitest's deep equality takes ~0.2 s per 64 KiB.
+      expect(Buffer.compare((await again.get(i, false)).subarray(0, expected.length), expected), `chunk ${i}`).toBe(0);
+    }
+    expect(state.requests).toBe(afterAll);
+  });
+
   it("refuses a file that changed (ETag), while chunks pinned before still read", async () => {
     const store = await freshStore();
     const { state, fetchFn } = host();
