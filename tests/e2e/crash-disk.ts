@@ -38,10 +38,18 @@ export class Receiver {
     const server = createServer((req, res) => {
       // The page is on another origin (the app's server): it may POST bytes here.
       res.setHeader("Access-Control-Allow-Origin", "*");
-      res.setHeader("Access-Control-Allow-Methods", "POST");
+      res.setHeader("Access-Control-Allow-Methods", "GET, POST");
       res.setHeader("Access-Control-Allow-Headers", "Content-Type");
       if (req.method === "OPTIONS") return res.writeHead(204).end();
       const match = /^\/(chunk|file)\/([A-Za-z0-9._-]+)$/.exec(req.url ?? "");
+      // A file received is sent back on GET: the page opens a bundle from here (Receiver.fileUrl).
+      if (req.method === "GET" && match?.[1] === "file") {
+        readFile(join(dir, "files", match[2]!)).then(
+          (body) => res.writeHead(200, { "Content-Type": "application/octet-stream" }).end(body),
+          () => res.writeHead(404).end(),
+        );
+        return;
+      }
       if (req.method !== "POST" || !match) return res.writeHead(404).end();
       const parts: Buffer[] = [];
       req.on("data", (d: Buffer) => parts.push(d));
@@ -67,6 +75,11 @@ export class Receiver {
 
   filePath(name: string): string {
     return join(this.dir, "files", name);
+  }
+
+  /** Where the page can fetch a file received here. */
+  fileUrl(name: string): string {
+    return `${this.url}/file/${name}`;
   }
 
   async hasChunk(hash: string): Promise<boolean> {

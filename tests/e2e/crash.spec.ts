@@ -57,7 +57,7 @@ import { expect, test, type Page } from "@playwright/test";
 import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm, stat, copyFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { clickPoint, linkedRepoCopy, serve, type FolderRepoServer } from "./fixtures.ts";
 import { launchOn, type RunningBrowser } from "./crash-browser.ts";
 import { Choices, planKills, SCENARIOS, SHORT_SEED, type Kill, type Scenario } from "./crash-plan.ts";
@@ -617,13 +617,32 @@ class Lab {
    * first change (its page-cache writeback, ~30 s on), time the import itself does not take.
    */
   async importBundle(bundle: { name: string; path: string }): Promise<void> {
-    await this.page.getByTestId("file-input").setInputFiles(bundle.path);
+    const started = Date.now();
+    const phases: string[] = [];
+    // Handed to the page's file input from inside the page, as a chosen file arrives: this
+    // browser is driven over CDP, and setInputFiles sent the 21 MB through it in ~27 s, so a kill
+    // "during the import" landed before the page had the file (measured 2026-12-07).
+    await this.page.evaluate(
+      async ({ url, name }) => {
+        const response = await fetch(url);
+        if (!response.ok) throw new Error(`receiver: ${response.status}`);
+        const files = new DataTransfer();
+        files.items.add(new File([await response.blob()], name));
+        const input = document.querySelector<HTMLInputElement>('[data-testid="file-input"]')!;
+        input.files = files.files;
+        input.dispatchEvent(new Event("input", { bubbles: true }));
+        input.dispatchEvent(new Event("change", { bubbles: true }));
+      },
+      { url: this.receiver.fileUrl(basename(bundle.path)), name: basename(bundle.path) },
+    );
+    phases.push(`file given ${Date.now() - started} ms`);
     await expect
       .poll(
         async () => {
           // A page busy importing may not answer these reads; a killed one never will (stop then).
           try {
             const v = await view(this.page);
+            if (v.source === bundle.name && phases.length === 1) phases.push(`page on its machine (${v.status}) ${Date.now() - started} ms`);
             if (v.source !== bundle.name || v.status !== "running" || !v.machine) return false;
             return await this.page.evaluate(async (id) => {
               const db = await new Promise<IDBDatabase>((ok, fail) => {
@@ -647,6 +666,7 @@ class Lab {
         { timeout: COMMAND_TIMEOUT_MS, intervals: [200] },
       )
       .toBe(true);
+    log(`import: ${phases.join(", ")}, running and stored ${Date.now() - started} ms`);
   }
 
   /** On the page of an imported snapshot: it resumed the exported checkpoint, files and all. */
