@@ -612,9 +612,9 @@ class Lab {
 
   /**
    * Opens a bundle with "Open file…"; resolves once the page runs the bundle's machine and that
-   * machine is stored. Not at its first checkpoint: an imported machine that has changed nothing
-   * resumes the bundle's own state, and its first automatic checkpoint waits for the guest's
-   * first change (its page-cache writeback, ~30 s on), time the import itself does not take.
+   * machine is stored. (Its first checkpoint, which the worker cuts a few seconds after the
+   * resume, comes after that: a kill then is checked like any other, the machine reopening with
+   * the file's files.)
    */
   async importBundle(bundle: { name: string; path: string }): Promise<void> {
     const started = Date.now();
