@@ -450,14 +450,14 @@ export class ChunkSource {
       const chunks = todo.map((index, k) => ({ index, data: this.padded(index, bytes.slice(at, (at += lengths[k]!))) }));
       return this.pinFetched(chunks);
     })();
-    todo.forEach((index, k) => {
+    // Each chunk is in flight on its own, so a guest read of one of them shares this request.
+    const each = todo.map((index, k) => {
       const key = `#${index}`;
-      this.inflight.set(
-        key,
-        run.then((all) => all[k]!).finally(() => this.inflight.delete(key)),
-      );
+      const pending = run.then((all) => all[k]!).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, pending);
+      return pending;
     });
-    await Promise.all(todo.map((i) => this.inflight.get(`#${i}`)));
+    await Promise.all(each);
   }
 
   /** Hashes, pins and stores chunks just fetched from a URL image (one transaction); returns what the disk reads. */
