@@ -619,6 +619,7 @@ class Lab {
   async importBundle(bundle: { name: string; path: string }): Promise<void> {
     const started = Date.now();
     const phases: string[] = [];
+    const file = basename(bundle.path);
     // Handed to the page's file input from inside the page, as a chosen file arrives: this
     // browser is driven over CDP, and setInputFiles sent the 21 MB through it in ~27 s, so a kill
     // "during the import" landed before the page had the file (measured 2026-12-07).
@@ -633,7 +634,7 @@ class Lab {
         input.dispatchEvent(new Event("input", { bubbles: true }));
         input.dispatchEvent(new Event("change", { bubbles: true }));
       },
-      { url: this.receiver.fileUrl(basename(bundle.path)), name: basename(bundle.path) },
+      { url: this.receiver.fileUrl(file), name: file },
     );
     phases.push(`file given ${Date.now() - started} ms`);
     await expect
@@ -644,20 +645,7 @@ class Lab {
             const v = await view(this.page);
             if (v.source === bundle.name && phases.length === 1) phases.push(`page on its machine (${v.status}) ${Date.now() - started} ms`);
             if (v.source !== bundle.name || v.status !== "running" || !v.machine) return false;
-            return await this.page.evaluate(async (id) => {
-              const db = await new Promise<IDBDatabase>((ok, fail) => {
-                const r = indexedDB.open("sandglass");
-                r.onsuccess = () => ok(r.result);
-                r.onerror = () => fail(r.error);
-              });
-              const machine = await new Promise<unknown>((ok, fail) => {
-                const r = db.transaction("machines").objectStore("machines").get(id);
-                r.onsuccess = () => ok(r.result);
-                r.onerror = () => fail(r.error);
-              });
-              db.close();
-              return machine !== undefined;
-            }, v.machine);
+            return (await machineCounts(this.page, v.machine)).machines === 1;
           } catch (err) {
             if (this.page.isClosed()) throw err;
             return false;
