@@ -8,6 +8,7 @@ import { DiskBridge } from "../bridge/disk-bridge.ts";
 import type { MachineInfo } from "../engine/disk-service.ts";
 import { preloadEmulator, type EmulatorFiles } from "../vm/machine.ts";
 import { chooseRelay } from "./relay.ts";
+import { chosenPatience } from "./repo-patience.ts";
 import { parseRoute, publishUrl, repositoryUrl, type Route } from "./route.ts";
 
 export interface Startup {
@@ -31,6 +32,9 @@ export function beginStartup(): StartupResult {
   if (route.kind === "invalid") return { route };
   const repo = repositoryUrl();
   const bridge = new DiskBridge();
+  // Before the open: calls reach the worker in order, and the open's disk takes the setting.
+  const patience = chosenPatience();
+  if (patience !== null) void bridge.api.setRepositoryPatience(patience);
   const opening = bridge.api.open(
     route.kind === "machine"
       ? { machineId: route.id }

@@ -194,6 +194,8 @@ export class ChunkSource {
   private verifying: Promise<void> | undefined;
   /** The image cache's bookkeeping (use times, budget): set for repository images. */
   cache: ImageCache | undefined;
+  /** How long a fetch waits out a repository that is down (the person's setting, else the default). */
+  patienceMs = OUTAGE_PATIENCE_MS;
 
   constructor(
     manifest: DiskManifest,
@@ -568,7 +570,7 @@ export class ChunkSource {
         // Network failures and server errors wait out an outage; a definite answer (404, a bad
         // copy) is asked again a few times only.
         const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** (attempt - 1));
-        if (definite >= DEFINITE_ATTEMPTS || Date.now() + delay - wait.since > OUTAGE_PATIENCE_MS) {
+        if (definite >= DEFINITE_ATTEMPTS || Date.now() + delay - wait.since > this.patienceMs) {
           if (definite >= DEFINITE_ATTEMPTS) throw lastError;
           const seconds = Math.round((Date.now() - wait.since) / 1000);
           throw new RepositoryError(

@@ -3,7 +3,7 @@
  * rewind it, list its timeline, manage machines. Plain TypeScript; workers/disk.worker.ts only
  * exposes an instance of it through Comlink.
  */
-import { ChunkSource, loadManifest, manifestUrl, type Fetch, type TransferStats } from "./chunk-source.ts";
+import { ChunkSource, OUTAGE_PATIENCE_MS, loadManifest, manifestUrl, type Fetch, type TransferStats } from "./chunk-source.ts";
 import { decodeBundlePoints, encodeBundle, type PointLabel } from "./bundle.ts";
 import { CHECKPOINT_FORMAT, joinState } from "./checkpoint-format.ts";
 import {
@@ -260,7 +260,19 @@ export class DiskService {
   private thinning: Promise<SweepResult> | undefined;
   private autoThinning = false;
 
+  /** See setRepositoryPatience. */
+  private patienceMs = OUTAGE_PATIENCE_MS;
+
   constructor(private readonly deps: ServiceDeps) {}
+
+  /**
+   * How long fetches wait out an unreachable repository before the machine stops with an error
+   * (OUTAGE_PATIENCE_MS unless the person chose otherwise). Applies to disks opened after the call.
+   */
+  setRepositoryPatience(seconds: number): void {
+    if (!Number.isFinite(seconds) || seconds <= 0) throw new RangeError(`a repository patience of ${seconds} s makes no sense`);
+    this.patienceMs = seconds * 1000;
+  }
 
   private store(): Promise<LocalStore> {
     this.storePromise ??= LocalStore.open(this.deps.dbName);
@@ -388,11 +400,13 @@ export class DiskService {
     if (!record?.remote) {
       const base = new ChunkSource(manifest, source.repo, store, this.deps.fetch);
       base.cache = this.imageCache;
+      base.patienceMs = this.patienceMs;
       return base;
     }
     const blocks = new RemoteBlocks(record.remote, manifest.chunkSize, this.deps.fetch);
     const pins = await store.listPins(record.url);
     const base = new ChunkSource(manifest, source.repo, store, this.deps.fetch, { blocks, pins, key: record.url });
+    base.patienceMs = this.patienceMs;
     this.remoteChecked = base.verifyRemote().then(
       () => null,
       (err: unknown) => (err instanceof Error ? err.message : String(err)),

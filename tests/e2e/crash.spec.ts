@@ -981,8 +981,14 @@ test("crash-kill: SIGKILL during dd, checkpoints, rewinds, branch switches, publ
     for (const kill of kills) {
       const roundStart = Date.now();
       const line = await lab.play(kill);
+      const played = Date.now();
+      const before = { ...lab.stats };
       await lab.verify(kill);
-      rounds.push(`${line}; round ${Math.round((Date.now() - roundStart) / 1000)} s`);
+      const s = (ms: number) => Math.round(ms / 1000);
+      rounds.push(
+        `${line}; round ${s(Date.now() - roundStart)} s (operations ${s(played - roundStart)} s, reopen ${s(lab.stats.reopenMs - before.reopenMs)} s, ` +
+          `restores ${s(lab.stats.restoreMs - before.restoreMs)} s, replays ${s(lab.stats.replayMs - before.replayMs)} s)`,
+      );
     }
     if (FULL) await lab.finish();
     finished = lab.failures.length === 0;

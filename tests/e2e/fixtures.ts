@@ -2,7 +2,7 @@
  * Shared Playwright fixtures: a real repository server on 127.0.0.1 serving the built app and the
  * built guest repository, with every request recorded, and helpers that drive the serial terminal.
  */
-import { test as base, expect, type Browser, type Page } from "@playwright/test";
+import { test as base, expect, type Browser, type BrowserContext, type Page } from "@playwright/test";
 import { execFile } from "node:child_process";
 import { readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -83,6 +83,21 @@ export { expect };
  */
 export function smallImage(repo: RepoServer): string {
   return `${repo.url}#/i/small`;
+}
+
+/**
+ * Sets this browser's repository patience (src/app/repo-patience.ts) for pages opened after it:
+ * a test of a repository that stays down waits this long instead of the default 45 s.
+ */
+export async function shortPatience(context: BrowserContext, seconds: number): Promise<void> {
+  await context.addInitScript((s) => localStorage.setItem("sandglass:repo-patience", String(s)), seconds);
+}
+
+/** The seconds a "could not be reached for N s" message names. */
+export function unreachableSeconds(message: string | null): number {
+  const m = /could not be reached for (\d+) s/.exec(message ?? "");
+  if (!m) throw new Error(`not an outage message: ${message}`);
+  return Number(m[1]);
 }
 
 /** The serial terminal's visible text. */

@@ -6,14 +6,15 @@
  * The page talks to a proxy (flaky-proxy.ts) in front of the test server.
  */
 import type { Browser, Page } from "@playwright/test";
-import { checkpoint, clickPoint, expect, run, terminal, test, waitForShell, type RepoServer } from "./fixtures.ts";
+import { checkpoint, clickPoint, expect, run, shortPatience, terminal, test, unreachableSeconds, waitForShell, type RepoServer } from "./fixtures.ts";
 import { startFlakyProxy, type FlakyProxy } from "./flaky-proxy.ts";
 
 const isChunk = (path: string) => path.startsWith("/repo/chunks/");
 
 /** A fresh browser profile on `url`, with a marker that a reload would lose. */
-async function freshPage(browser: Browser, url: string): Promise<Page> {
+async function freshPage(browser: Browser, url: string, patienceSeconds?: number): Promise<Page> {
   const context = await browser.newContext();
+  if (patienceSeconds) await shortPatience(context, patienceSeconds);
   const page = await context.newPage();
   await page.goto(url);
   await page.evaluate(() => ((window as unknown as { __sameLoad: boolean }).__sameLoad = true));
@@ -105,16 +106,18 @@ test.describe("repository outages", () => {
     await missing.context().close();
     proxy.missing(null);
 
-    // A repository that stays down: retried for a while, then said; the page does not hang.
+    // A repository that stays down: retried for a while (15 s, this browser's setting, rather
+    // than wait out the default 45), then said; the page does not hang.
     // Slow first, so that it goes down with the state's pieces surely still on their way (on a
     // fast machine they had all come before the cut, and nothing was left to fail).
     proxy.delay(5000, isChunk);
-    const page = await freshPage(browser, `${proxy.url}#/i/small`);
+    const page = await freshPage(browser, `${proxy.url}#/i/small`, 15);
     await expect(page.getByTestId("repo-waiting")).toContainText(/Waiting for the repository: machine state piece \d+/, { timeout: 60_000 });
     await proxy.down();
     await expect(page.getByTestId("repo-waiting")).toContainText("Repository unreachable", { timeout: 90_000 });
     await expect(page.getByTestId("status")).toHaveAttribute("data-status", "error", { timeout: 120_000 });
     await expect(page.getByRole("alert")).toContainText(/could not be reached for \d+ s/);
+    expect(unreachableSeconds(await page.getByRole("alert").textContent())).toBeLessThan(30);
     await page.context().close();
   });
 });
