@@ -25,8 +25,27 @@ import_image() {
   echo "$stamp" > "$STAMPS/import-$name"
 }
 
+# Elapsed seconds on each line of the log: where a slow preparation spends its time.
+started=$SECONDS
+say() { echo "prepare-guest: [$((SECONDS - started)) s] $*"; }
+
 bash scripts/build-image.sh
+say "small image built"
+# The small image's imports and booted snapshot run beside the Debian build, which mostly waits on
+# dpkg and the disk. Everything they need is downloaded by then, and they write other files of the
+# repository (chunk files are named by content and written under a per-process name).
+small_log=build/prepare-small.log
+{
+  import_image small build/guest/disk.img --description "Debian 12 kernel, busybox userland"
+  import_image plain build/guest/disk.img --description "Debian 12 kernel, busybox userland (cold boot)"
+  npx tsx scripts/publish-booted.ts --repo "$REPO" --name small --guest build/guest
+  say "small image and its booted snapshot in the repository"
+} >"$small_log" 2>&1 &
+small_pid=$!
+trap 'kill "$small_pid" 2>/dev/null || true' EXIT
+
 bash scripts/build-debian.sh
+say "Debian image built"
 # 2 MiB of video RAM: the guest's consoles are text mode, and v86 keeps all of it in every state.
 # COM2 (--serial1) for the guest agent that restores files (scripts/debian-root/src/sandglass-agent.c).
 # --metadata-chunks: the page fetches the chunks holding the file system's metadata in the
@@ -35,14 +54,18 @@ DEBIAN_HW=(--memory 256 --network --shared-folder --vga-memory 2 --serial1 --met
 import_image default build/debian/disk.img --description "Debian 12 (bookworm) with Python, gcc, git and network" \
   --bios-dir build/debian "${DEBIAN_HW[@]}"
 import_image debian-cold build/debian/disk.img --description "Debian 12 (cold boot)" "${DEBIAN_HW[@]}"
-import_image small build/guest/disk.img --description "Debian 12 kernel, busybox userland"
-import_image plain build/guest/disk.img --description "Debian 12 kernel, busybox userland (cold boot)"
 # Snapshots of the images booted to an idle shell: what a new visitor resumes.
 # The Debian snapshot has apt's binary cache built (the image leaves it out: see customize.sh)
 # and keeps the files of the commands a newcomer tries first in its page cache.
 npx tsx scripts/publish-booted.ts --repo "$REPO" --name default --guest build/debian \
   --warm "apt-cache gencaches; sync; echo 3 > /proc/sys/vm/drop_caches; python3 -c pass; gcc --version; ls / /shared"
-npx tsx scripts/publish-booted.ts --repo "$REPO" --name small --guest build/guest
+say "Debian image and its booted snapshot in the repository"
+
+status=0
+wait "$small_pid" || status=$?
+trap - EXIT
+cat "$small_log"
+[[ $status -eq 0 ]] || { echo "preparing the small image failed (exit $status)" >&2; exit "$status"; }
 # The images as raw files, for HTTP range readers (and the benchmark's v86 baselines).
 mkdir -p "$REPO/raw"
 [[ $REPO/raw/small.img -nt build/guest/disk.img ]] || cp --sparse=always build/guest/disk.img "$REPO/raw/small.img"

@@ -62,8 +62,10 @@ async function exists(path: string): Promise<boolean> {
 
 async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
-  await writeFile(`${path}.tmp`, data);
-  await rename(`${path}.tmp`, path);
+  // Named per process: prepare-guest.sh publishes the two images' snapshots at once, and they may share chunks.
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
 }
 
 const image = parseManifest(JSON.parse(await readFile(imagePath, "utf8")));

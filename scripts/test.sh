@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d node_modules ]] || npm ci
 bash scripts/system-deps.sh all
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Each step says when it began (seconds since the start): where a slow run spent its time.
+step() { printf '\n\033[1m== %s\033[0m [%d s]\n' "$*" "$SECONDS"; }
 
 # The guest images (and the images the tests bring) build meanwhile, mostly waiting on package
 # downloads, dpkg and the disk: no check before the end-to-end tests reads build/. Their output is
@@ -32,3 +33,4 @@ step "build"
 npx vite build --logLevel error
 step "end-to-end (Chromium, real guest)"
 npx playwright test
+step "done"
