@@ -5,8 +5,12 @@
 #   debian-cold  the same disk without a booted snapshot: opening it cold-boots the kernel
 #   small        the busybox image (build-image.sh), 64 MiB; booted snapshot (most tests use it)
 #   plain        the same small disk, cold boot (tests and benchmarks)
+#   --test-images  also builds the images the end-to-end tests bring (build-test-images.sh), beside
+#                  the Debian build (npm test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+test_images=false
+[[ ${1:-} == --test-images ]] && test_images=true
 REPO=build/repo
 STAMPS=build/stamps
 mkdir -p "$STAMPS"
@@ -40,6 +44,10 @@ small_log=build/prepare-small.log
   import_image plain build/guest/disk.img --description "Debian 12 kernel, busybox userland (cold boot)"
   npx tsx scripts/publish-booted.ts --repo "$REPO" --name small --guest build/guest
   say "small image and its booted snapshot in the repository"
+  if $test_images; then
+    bash scripts/build-test-images.sh
+    say "test images built"
+  fi
 } >"$small_log" 2>&1 &
 small_pid=$!
 trap 'kill "$small_pid" 2>/dev/null || true' EXIT
@@ -53,7 +61,11 @@ say "Debian image built"
 DEBIAN_HW=(--memory 256 --network --shared-folder --vga-memory 2 --serial1 --metadata-chunks)
 import_image default build/debian/disk.img --description "Debian 12 (bookworm) with Python, gcc, git and network" \
   --bios-dir build/debian "${DEBIAN_HW[@]}"
-import_image debian-cold build/debian/disk.img --description "Debian 12 (cold boot)" "${DEBIAN_HW[@]}"
+# The same disk again under another name, beside the booted snapshot (which reads only "default").
+cold_log=build/prepare-cold.log
+import_image debian-cold build/debian/disk.img --description "Debian 12 (cold boot)" "${DEBIAN_HW[@]}" >"$cold_log" 2>&1 &
+cold_pid=$!
+trap 'kill "$small_pid" "$cold_pid" 2>/dev/null || true' EXIT
 # Snapshots of the images booted to an idle shell: what a new visitor resumes.
 # The Debian snapshot has apt's binary cache built (the image leaves it out: see customize.sh)
 # and keeps the files of the commands a newcomer tries first in its page cache.
@@ -61,11 +73,17 @@ npx tsx scripts/publish-booted.ts --repo "$REPO" --name default --guest build/de
   --warm "apt-cache gencaches; sync; echo 3 > /proc/sys/vm/drop_caches; python3 -c pass; gcc --version; ls / /shared"
 say "Debian image and its booted snapshot in the repository"
 
-status=0
-wait "$small_pid" || status=$?
+# Each background part's log, and its failure, once all are done.
+failed=0
+for part in "cold:$cold_pid:$cold_log" "small:$small_pid:$small_log"; do
+  IFS=: read -r what pid log <<<"$part"
+  status=0
+  wait "$pid" || status=$?
+  cat "$log"
+  [[ $status -eq 0 ]] || { echo "preparing the $what image failed (exit $status)" >&2; failed=$status; }
+done
 trap - EXIT
-cat "$small_log"
-[[ $status -eq 0 ]] || { echo "preparing the small image failed (exit $status)" >&2; exit "$status"; }
+[[ $failed -eq 0 ]] || exit "$failed"
 # The images as raw files, for HTTP range readers (and the benchmark's v86 baselines).
 mkdir -p "$REPO/raw"
 [[ $REPO/raw/small.img -nt build/guest/disk.img ]] || cp --sparse=always build/guest/disk.img "$REPO/raw/small.img"

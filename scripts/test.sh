@@ -12,7 +12,7 @@ step() { printf '\n\033[1m== %s\033[0m [%d s]\n' "$*" "$SECONDS"; }
 # shown when they are done.
 mkdir -p build
 prepare_log=build/prepare-guest.log
-{ bash scripts/prepare-guest.sh && bash scripts/build-test-images.sh; } >"$prepare_log" 2>&1 &
+bash scripts/prepare-guest.sh --test-images >"$prepare_log" 2>&1 &
 prepare_pid=$!
 trap 'kill "$prepare_pid" 2>/dev/null || true' EXIT
 
