@@ -26,7 +26,7 @@ need() { command -v "$1" >/dev/null || die "missing '$1' (Debian package $2); ru
 check_image_tools() {
   need mke2fs e2fsprogs; need debugfs e2fsprogs; need mkfs.vfat dosfstools; need mcopy mtools; need syslinux syslinux
   need sfdisk fdisk; need depmod kmod; need modprobe kmod; need cpio cpio; need dpkg-deb dpkg; need apt-get apt
-  need xz xz-utils; need lz4 lz4; need nasm nasm
+  need xz xz-utils; need lz4 lz4; need nasm nasm; need flock util-linux
   [[ -f /usr/lib/syslinux/mbr/mbr.bin ]] || die "missing syslinux's mbr.bin (Debian package syslinux-common)"
   [[ -f /usr/share/seabios/bios.bin ]] || die "missing /usr/share/seabios/bios.bin (Debian package seabios)"
   # The kernel the linux-image-686 metapackage points at.
@@ -47,14 +47,19 @@ versions() {
 
 # fetch_deb PACKAGE → path of its i386 .deb in $DEBS (downloaded once, kept for later builds).
 fetch_deb() {
-  local deb pattern
+  local deb pattern lock
   pattern="${1}_$(version "$1:i386" | sed 's/:/%3a/')_i386.deb"
+  mkdir -p "$DEBS"
+  # Looked for and downloaded under a lock: prepare-guest.sh builds the images at once, they share
+  # packages, and a file another build is downloading must not be taken half-written.
+  exec {lock}>"$DEBS/.download-lock"
+  flock "$lock"
   deb=$(find "$DEBS" -name "$pattern" | head -1)
   if [[ -z $deb ]]; then
-    mkdir -p "$DEBS"
     (cd "$DEBS" && apt-get download -qq "$1:i386" 2>&1 | grep -v unsandboxed >&2 || true)
     deb=$(find "$DEBS" -name "$pattern" | head -1)
   fi
+  exec {lock}>&-
   [[ -n $deb ]] || die "could not download $1:i386"
   echo "$deb"
 }
@@ -76,8 +81,9 @@ unpack_kernel() {
   # beside the downloaded packages.
   repacked="$DEBS/vmlinuz-$KVER-$({ basename "$deb"; echo "$KERNEL_TOOLS"; cat $IMAGE_LIB_INPUTS; } | sha256sum | cut -c1-16)"
   if [[ ! -f $repacked ]]; then
-    npx tsx scripts/kernel/repack-kernel.ts "$1/boot/vmlinuz-$KVER" "$repacked.tmp"
-    mv "$repacked.tmp" "$repacked"
+    # Named per process: two image builds at once may both repack it (the same bytes).
+    npx tsx scripts/kernel/repack-kernel.ts "$1/boot/vmlinuz-$KVER" "$repacked.tmp-$$"
+    mv "$repacked.tmp-$$" "$repacked"
   fi
   cp "$repacked" "$1/vmlinuz"
 }

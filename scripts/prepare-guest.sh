@@ -33,13 +33,14 @@ import_image() {
 started=$SECONDS
 say() { echo "prepare-guest: [$((SECONDS - started)) s] $*"; }
 
-bash scripts/build-image.sh
-say "small image built"
-# The small image's imports and booted snapshot run beside the Debian build, which mostly waits on
-# dpkg and the disk. Everything they need is downloaded by then, and they write other files of the
-# repository (chunk files are named by content and written under a per-process name).
+# The small image, its imports and booted snapshot are built beside the Debian image, which mostly
+# waits on downloads, dpkg and the disk. The two builds share downloaded packages (image-lib.sh's
+# fetch_deb takes a lock), and write other files of the repository (chunk files are named by
+# content and written under a per-process name).
 small_log=build/prepare-small.log
 {
+  bash scripts/build-image.sh
+  say "small image built"
   import_image small build/guest/disk.img --description "Debian 12 kernel, busybox userland"
   import_image plain build/guest/disk.img --description "Debian 12 kernel, busybox userland (cold boot)"
   npx tsx scripts/publish-booted.ts --repo "$REPO" --name small --guest build/guest
