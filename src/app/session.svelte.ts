@@ -129,6 +129,7 @@ export class Session {
   private autoTimer: ReturnType<typeof setInterval> | undefined;
   /** An automatic checkpoint is under way (the timer must not queue more). */
   private busy = false;
+  private lastRewindWaitMs: number | undefined;
 
   private readonly route: Route;
   private readonly repo: string;
@@ -153,8 +154,14 @@ export class Session {
   }
 
   /** The disk worker's API and the emulator, for the browser console and the benchmarks. */
-  get debug(): { api: DiskBridge["api"] | undefined; emulator: V86 | undefined; disk: V86DiskAdapter | undefined } {
-    return { api: this.bridge?.api, emulator: this.emulator, disk: this.disk };
+  get debug(): {
+    api: DiskBridge["api"] | undefined;
+    emulator: V86 | undefined;
+    disk: V86DiskAdapter | undefined;
+    /** How long the last rewind, reset or restart waited for checkpoints under way (see whileStopped). */
+    lastRewindWaitMs: number | undefined;
+  } {
+    return { api: this.bridge?.api, emulator: this.emulator, disk: this.disk, lastRewindWaitMs: this.lastRewindWaitMs };
   }
 
   /** Subscribes to guest serial output; `clear` empties the terminal (with an optional banner). */
@@ -325,7 +332,11 @@ export class Session {
     if (this.status !== "running") return Promise.resolve(undefined);
     const run = this.checkpointing.then(() => this.takeCheckpoint(auto, name));
     this.checkpointing = run.catch(() => undefined);
-    return run;
+    // The timeline shows it after the store: a rewind asked for meanwhile waits for the store only.
+    return run.then(async (saved) => {
+      if (saved) await this.refreshTimeline().catch((err: unknown) => (this.notice = `Timeline not updated: ${describe(err)}`));
+      return saved;
+    });
   }
 
   private async takeCheckpoint(auto: boolean, name?: string): Promise<CheckpointSummary | undefined> {
@@ -352,7 +363,6 @@ export class Session {
       // A stored checkpoint means storage works again (its disk writes were stored first).
       if (this.notice !== null && this.notice === this.storageNotice) this.notice = this.storageNotice = null;
       this.unsaved = this.activity !== activity;
-      await this.refreshTimeline();
       return saved;
     } catch (err) {
       this.notice = this.storageNotice = describe(err);
@@ -477,7 +487,9 @@ export class Session {
     if (!api || !emulator || !disk) return;
     // Busy at once (the click registered; no second action starts), even while a checkpoint ends.
     this.status = status;
+    const waiting = performance.now();
     await this.checkpointing;
+    this.lastRewindWaitMs = performance.now() - waiting;
     try {
       await emulator.stop();
       await action(api, emulator, disk);

@@ -107,3 +107,52 @@ test("a bookmark or checkpoint just made is in view, even with the strip scrolle
   await expect.poll(count, { timeout: 60_000 }).toBeGreaterThan(before);
   expect(await strip.evaluate((el) => el.scrollLeft)).toBe(0);
 });
+
+test("a rewind asked for while an automatic checkpoint is being stored lands, and that checkpoint is kept with its own content", async ({ page, repo }) => {
+  await page.goto(smallImage(repo));
+  await waitForShell(page);
+  await run(page, "export STAGE=one-$((1+1)); echo stage-one > /root/stage; sync; echo ok-$((2*5))", "ok-10");
+  const before = await checkpoint(page);
+  const checkpoints = () =>
+    page.evaluate(() => {
+      const s = (window as unknown as { sandglass: { timeline: { checkpoints: { id: string; auto: boolean; time: number }[] } | null } }).sandglass;
+      return s.timeline?.checkpoints ?? [];
+    });
+  const known = new Set((await checkpoints()).map((c) => c.id));
+
+  // A write, then the guest settles: a second later the session's timer takes a checkpoint. The
+  // card is clicked (in the page, at once) once that checkpoint's pause is over and its store goes on.
+  await run(page, "export STAGE=two-$((1+1)); echo stage-two > /root/stage; sync; echo ok-$((3*5))", "ok-15");
+  const overlapped = await page.evaluate(async (id) => {
+    const s = (window as unknown as { sandglass: { busy: boolean } }).sandglass;
+    const until = performance.now() + 60_000;
+    while (!s.busy && performance.now() < until) await new Promise((r) => setTimeout(r, 1));
+    if (!s.busy) throw new Error("no automatic checkpoint started");
+    await new Promise((r) => setTimeout(r, 0));
+    (document.querySelector(`[data-testid="point"][data-id="${id}"]`) as HTMLElement).click();
+    return s.busy; // still storing when the rewind began
+  }, before);
+  expect(overlapped, "the rewind began while the automatic checkpoint was being stored").toBe(true);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "echo $STAGE-$((7*7)); cat /root/stage", "one-2-49");
+  await expect(terminal(page)).toContainText("stage-one");
+
+  // The checkpoint stored meanwhile is listed and holds what the guest had then. It lies ahead of
+  // "now" on the branch (no write since the rewind), so the strip does not draw it: it is
+  // restored as its card would (the session's rewindTo).
+  let stored = "";
+  await expect
+    .poll(async () => {
+      stored = (await checkpoints()).find((c) => c.auto && !known.has(c.id))?.id ?? "";
+      return stored;
+    })
+    .not.toBe("");
+  await page.evaluate(async (id) => {
+    type Summary = { id: string };
+    const s = (window as unknown as { sandglass: { timeline: { checkpoints: Summary[] }; rewindTo(c: Summary): Promise<void> } }).sandglass;
+    await s.rewindTo(s.timeline.checkpoints.find((c) => c.id === id)!);
+  }, stored);
+  await expect(page.getByTestId("status")).toHaveText("Running");
+  await run(page, "echo $STAGE-$((8*8)); cat /root/stage", "two-2-64");
+  await expect(terminal(page)).toContainText("stage-two");
+});
