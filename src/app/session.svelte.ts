@@ -36,7 +36,11 @@ export const SETTLE_CHECKPOINT_MS = 1000;
 export const BOOT_GRACE_MS = 60_000;
 /** How often the auto-checkpoint rule is checked. */
 const AUTO_TICK_MS = 250;
-
+/**
+ * How long a checkpoint waits for the guest's disk reads to be answered before it is taken anyway
+ * (see takeCheckpoint): a read normally takes milliseconds, a slow repository seconds.
+ */
+const READS_ANSWERED_WAIT_MS = 10_000;
 
 /** Renders a thumbnail of what the person sees (a data URL), or undefined if nothing to show. */
 export type ThumbnailSource = () => string | undefined;
@@ -343,6 +347,12 @@ export class Session {
     const api = this.bridge?.api;
     const emulator = this.emulator;
     if (!api || !emulator || this.status === "error") return undefined;
+    // Not while the guest waits for a disk read: the state would lose the request, and a rewind
+    // to it would hang the guest's disk for 30 s (disk-adapter.ts). Right after its answer
+    // instead, before the emulator runs on; if the repository is down, taken anyway.
+    await this.disk?.whenReadsAnswered(READS_ANSWERED_WAIT_MS);
+    // (The machine may have failed meanwhile; TypeScript keeps the narrowing from above.)
+    if ((this.status as Status) === "error") return undefined;
     // Same task as save_state(): the worker answers with the point after exactly the writes
     // v86 issued before the state was taken.
     const point = api.pointNow();

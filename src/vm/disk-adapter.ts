@@ -51,6 +51,9 @@ export class V86DiskAdapter {
   /** Where reads spanning several chunks are assembled (see borrowFromCache). */
   private scratch = new Uint8Array(0);
   private readsInFlight = 0;
+  /** v86's reads not answered yet, and who waits for there to be none (see whenReadsAnswered). */
+  private guestReads = 0;
+  private answeredWaiters: (() => void)[] = [];
   /** Bumped when the disk moves to another point: reads started before it are dropped. */
   private generation = 0;
 
@@ -75,18 +78,47 @@ export class V86DiskAdapter {
       return;
     }
     this.counters.misses++;
+    this.guestReads++;
     const generation = this.generation;
     this.fetchChunks(start, len).then(
       () => {
-        if (generation !== this.generation) return; // the machine was rewound meanwhile
-        const data = this.borrowFromCache(start, len);
-        if (data) fn(data);
-        else this.get(start, len, fn); // evicted meanwhile by a huge read: fetch again
+        if (generation === this.generation) {
+          const data = this.borrowFromCache(start, len);
+          if (data) fn(data);
+          else this.get(start, len, fn); // evicted meanwhile by a huge read: fetch again
+        } // else the machine was rewound meanwhile
+        this.readAnswered();
       },
       (err: unknown) => {
         if (generation === this.generation) this.options.onError(err);
+        this.readAnswered();
       },
     );
+  }
+
+  /**
+   * Resolves once v86 has no read waiting for an answer (at once if it has none), in the same
+   * task as the last answer: the emulator runs no instruction before the caller continues. A
+   * machine state taken while a read waits would lose it (v86 keeps no record of the request),
+   * and the restored guest would wait for an answer that never comes until its driver gave up
+   * (30 s). Resolves false after `timeoutMs` if reads are still waiting (a repository that is down).
+   */
+  whenReadsAnswered(timeoutMs: number): Promise<boolean> {
+    if (this.guestReads === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.answeredWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private readAnswered(): void {
+    if (--this.guestReads > 0) return;
+    const waiters = this.answeredWaiters;
+    this.answeredWaiters = [];
+    for (const w of waiters) w();
   }
 
   get_and_cache(start: number, len: number, fn: (data: Uint8Array) => void): void {

@@ -87,4 +87,31 @@ describe("V86DiskAdapter", () => {
       expect(adapter.counters.misses).toBe(misses);
     }
   });
+
+  it("says when v86 has no read waiting, in the task of the last answer, before anything else runs", async () => {
+    let answer!: (data: Uint8Array) => void;
+    const backend: DiskBackend = {
+      read: () => new Promise((r) => (answer = r)),
+      write: () => Promise.resolve(),
+    };
+    const disk = new V86DiskAdapter(backend, { size: SIZE, chunkSize: CHUNK, onError: (err) => { throw err; } });
+    expect(await disk.whenReadsAnswered(1000)).toBe(true); // none waiting
+    const events: string[] = [];
+    disk.get(0, 512, () => events.push("answer"));
+    const answered = disk.whenReadsAnswered(5000).then((ok) => events.push(`answered ${ok}`));
+    // A task queued before the answer comes: it must run after the waiter (what the emulator's next slice is).
+    setTimeout(() => events.push("next task"), 0);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(events).toEqual(["next task"]);
+    setTimeout(() => events.push("next task"), 0);
+    answer(new Uint8Array(CHUNK));
+    await answered;
+    expect(events).toEqual(["next task", "answer", "answered true"]);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(events).toEqual(["next task", "answer", "answered true", "next task"]);
+
+    // A read that is never answered (a repository that is down): false after the wait.
+    disk.get(8 * CHUNK, 512, () => events.push("late"));
+    expect(await disk.whenReadsAnswered(20)).toBe(false);
+  });
 });
