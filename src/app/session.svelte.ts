@@ -338,7 +338,7 @@ export class Session {
     this.checkpointing = run.catch(() => undefined);
     // The timeline shows it after the store: a rewind asked for meanwhile waits for the store only.
     return run.then(async (saved) => {
-      if (saved) await this.refreshTimeline().catch((err: unknown) => (this.notice = `Timeline not updated: ${describe(err)}`));
+      if (saved) await this.showTimeline();
       return saved;
     });
   }
@@ -512,7 +512,7 @@ export class Session {
       return;
     }
     // The machine runs already; the timeline catches up without holding the rewind up.
-    this.refreshTimeline().catch((err: unknown) => (this.notice = `Timeline not updated: ${describe(err)}`));
+    void this.showTimeline();
   }
 
   // ── sharing ─────────────────────────────────────────────────────────────────────────────────
@@ -708,6 +708,13 @@ export class Session {
 
   private banner(text: string): void {
     for (const clear of this.serialClearers) clear(text);
+  }
+
+  /** refreshTimeline for after the machine moved on: a failure is a notice, not the action's failure. */
+  private showTimeline(): Promise<void> {
+    return this.refreshTimeline().catch((err: unknown) => {
+      this.notice = `Timeline not updated: ${describe(err)}`;
+    });
   }
 
   async refreshTimeline(): Promise<void> {

@@ -23,6 +23,11 @@ import type { Point } from "../../src/engine/store-format.ts";
 /** Chunks the page reads and hashes at once (Comlink calls in flight to the disk worker). */
 const READ_CONCURRENCY = 16;
 
+/** Where a receiver keeps what it got: a chunk under its hash, a file under its name. */
+function receivedPath(dir: string, kind: "chunk" | "file", name: string): string {
+  return join(dir, kind === "chunk" ? "chunks" : "files", name);
+}
+
 /** A loopback HTTP server that keeps what the page POSTs: chunks by hash, and whole files. */
 export class Receiver {
   private constructor(
@@ -44,7 +49,7 @@ export class Receiver {
       const match = /^\/(chunk|file)\/([A-Za-z0-9._-]+)$/.exec(req.url ?? "");
       // A file received is sent back on GET: the page opens a bundle from here (Receiver.fileUrl).
       if (req.method === "GET" && match?.[1] === "file") {
-        readFile(join(dir, "files", match[2]!)).then(
+        readFile(receivedPath(dir, "file", match[2]!)).then(
           (body) => res.writeHead(200, { "Content-Type": "application/octet-stream" }).end(body),
           () => res.writeHead(404).end(),
         );
@@ -55,9 +60,10 @@ export class Receiver {
       req.on("data", (d: Buffer) => parts.push(d));
       req.on("end", () => {
         const body = Buffer.concat(parts);
-        const [, kind, name] = match;
+        const kind = match[1] as "chunk" | "file";
+        const name = match[2]!;
         if (kind === "chunk" && createHash("sha256").update(body).digest("hex") !== name) return res.writeHead(400).end("hash mismatch");
-        writeFile(join(dir, kind === "chunk" ? "chunks" : "files", name!), body).then(
+        writeFile(receivedPath(dir, kind, name), body).then(
           () => res.writeHead(204).end(),
           (err: unknown) => res.writeHead(500).end(String(err)),
         );
@@ -70,11 +76,11 @@ export class Receiver {
   }
 
   chunkPath(hash: string): string {
-    return join(this.dir, "chunks", hash);
+    return receivedPath(this.dir, "chunk", hash);
   }
 
   filePath(name: string): string {
-    return join(this.dir, "files", name);
+    return receivedPath(this.dir, "file", name);
   }
 
   /** Where the page can fetch a file received here. */

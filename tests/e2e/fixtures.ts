@@ -8,6 +8,7 @@ import { readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { startServer } from "../../server/repo-server.ts";
+import { PATIENCE_KEY } from "../../src/app/repo-patience.ts";
 import { chunkHash, manifestPath, type DiskManifest } from "../../src/engine/repo-format.ts";
 
 export interface RequestLog {
@@ -90,7 +91,7 @@ export function smallImage(repo: RepoServer): string {
  * a test of a repository that stays down waits this long instead of the default 45 s.
  */
 export async function shortPatience(context: BrowserContext, seconds: number): Promise<void> {
-  await context.addInitScript((s) => localStorage.setItem("sandglass:repo-patience", String(s)), seconds);
+  await context.addInitScript(({ key, s }) => localStorage.setItem(key, String(s)), { key: PATIENCE_KEY, s: seconds });
 }
 
 /** The seconds a "could not be reached for N s" message names. */
