@@ -129,7 +129,15 @@ export class Session {
   private pendingInput = "";
   /** No automatic checkpoint before this time (see BOOT_GRACE_MS). */
   private autoAfter = 0;
+  /** The checkpoints asked for, in order: each one's pause, then its store. */
   private checkpointing: Promise<unknown> = Promise.resolve();
+  /**
+   * Settles once every checkpoint asked for has its state taken and posted to the worker (its
+   * store may go on): what a rewind to a checkpoint waits for (see rewindTo).
+   */
+  private statesPosted: Promise<unknown> = Promise.resolve();
+  /** Counts rewinds, resets and restarts: a store that ends after one says nothing of what runs now. */
+  private rewinds = 0;
   private autoTimer: ReturnType<typeof setInterval> | undefined;
   /** An automatic checkpoint is under way (the timer must not queue more). */
   private busy = false;
@@ -334,8 +342,11 @@ export class Session {
   checkpoint(auto = false, name?: string): Promise<CheckpointSummary | undefined> {
     // Checked when asked, not when its turn comes: a rewind asked for after it waits for it.
     if (this.status !== "running") return Promise.resolve(undefined);
-    const run = this.checkpointing.then(() => this.takeCheckpoint(auto, name));
+    let posted!: () => void;
+    const statePosted = new Promise<void>((resolve) => (posted = resolve));
+    const run = this.checkpointing.then(() => this.takeCheckpoint(auto, name, posted)).finally(posted);
     this.checkpointing = run.catch(() => undefined);
+    this.statesPosted = Promise.all([this.statesPosted, statePosted]);
     // The timeline shows it after the store: a rewind asked for meanwhile waits for the store only.
     return run.then(async (saved) => {
       if (saved) await this.showTimeline();
@@ -343,7 +354,8 @@ export class Session {
     });
   }
 
-  private async takeCheckpoint(auto: boolean, name?: string): Promise<CheckpointSummary | undefined> {
+  /** `posted` is called once the state is on its way to the worker (see statesPosted). */
+  private async takeCheckpoint(auto: boolean, name: string | undefined, posted: () => void): Promise<CheckpointSummary | undefined> {
     const api = this.bridge?.api;
     const emulator = this.emulator;
     if (!api || !emulator || this.status === "error") return undefined;
@@ -361,23 +373,28 @@ export class Session {
     const pauseMs = performance.now() - started;
     const activity = this.activity;
     this.activityAtLastCheckpoint = activity;
+    const rewinds = this.rewinds;
     const thumbnail = this.thumbnail?.();
     try {
-      const saved = await api.saveCheckpoint(await point, handOver(new Uint8Array(state)), {
+      // Posted before `posted()`: the worker has it before any rewind asked for meanwhile.
+      const saving = api.saveCheckpoint(await point, handOver(new Uint8Array(state)), {
         auto,
         ...(thumbnail ? { thumbnail } : {}),
         ...(name ? { name } : {}),
       });
+      posted();
+      const saved = await saving;
       this.lastCheckpoint = { pauseMs, storedBytes: saved.storedBytes };
       if (!this.persistenceAsked) void this.askPersistence();
       // A stored checkpoint means storage works again (its disk writes were stored first).
       if (this.notice !== null && this.notice === this.storageNotice) this.notice = this.storageNotice = null;
-      this.unsaved = this.activity !== activity;
+      // After a rewind the machine runs a stored state: this store says nothing about it.
+      if (rewinds === this.rewinds) this.unsaved = this.activity !== activity;
       return saved;
     } catch (err) {
       this.notice = this.storageNotice = describe(err);
       // Not in a checkpoint after all: try again, but not at once.
-      this.activityAtLastCheckpoint = -1;
+      if (rewinds === this.rewinds) this.activityAtLastCheckpoint = -1;
       this.autoAfter = performance.now() + AUTO_CHECKPOINT_MS;
       return undefined;
     }
@@ -428,7 +445,10 @@ export class Session {
 
   /** Puts the whole machine back at a checkpoint; it keeps running from there. */
   async rewindTo(checkpoint: CheckpointSummary): Promise<void> {
-    await this.whileStopped("rewinding", async (api, emulator, disk) => {
+    // A checkpoint being stored (an automatic one, a second after the guest settled) does not
+    // hold the rewind up: its state is posted, and the worker lists it before the rewind looks
+    // and stores it meanwhile (disk-service.ts restoreCheckpoint).
+    await this.whileStopped("rewinding", "posted", async (api, emulator, disk) => {
       const { state, relaunch } = await api.restoreCheckpoint(checkpoint.id);
       // Taken in another machine shape (settings changed since): a new emulator of that shape
       // resumes it, as the page opens it.
@@ -450,7 +470,7 @@ export class Session {
     const shapeChanged = !now || Object.entries(wanted).some(([k, v]) => now[k as keyof typeof now] !== v);
     // Only the page's keyboard or mouse: the machine resumes where it is, so it is saved first.
     if (!shapeChanged) await this.checkpoint(true);
-    await this.whileStopped("restarting", async (api) => {
+    await this.whileStopped("restarting", "stored", async (api) => {
       await api.changeSettings(change);
       await this.reopen();
     });
@@ -465,7 +485,7 @@ export class Session {
 
   /** Puts the disk alone back at `point` and cold-boots on it, as after a power loss. */
   async rewindDisk(point: Point, label: string): Promise<void> {
-    await this.whileStopped("rewinding", async (api, emulator, disk) => {
+    await this.whileStopped("rewinding", "stored", async (api, emulator, disk) => {
       await api.seekDisk(point);
       disk.invalidate();
       emulator.restart();
@@ -477,7 +497,7 @@ export class Session {
 
   /** Throws away every change to this machine and reboots it from the repository image. */
   async resetToImage(): Promise<void> {
-    await this.whileStopped("resetting", async (api, emulator, disk) => {
+    await this.whileStopped("resetting", "stored", async (api, emulator, disk) => {
       await api.resetToImage();
       disk.invalidate();
       emulator.restart();
@@ -487,8 +507,14 @@ export class Session {
     this.status = "booting";
   }
 
+  /**
+   * Stops the machine for `action` and runs it again. `after`: what of the checkpoints asked for
+   * before must be done first: their states posted (enough for a rewind to a checkpoint), or
+   * everything stored (a reset, a restart or a disk-only rewind does not race a store).
+   */
   private async whileStopped(
     status: Status,
+    after: "posted" | "stored",
     action: (api: DiskBridge["api"], emulator: V86, disk: V86DiskAdapter) => Promise<void>,
   ): Promise<void> {
     const api = this.bridge?.api;
@@ -498,12 +524,13 @@ export class Session {
     // Busy at once (the click registered; no second action starts), even while a checkpoint ends.
     this.status = status;
     const waiting = performance.now();
-    await this.checkpointing;
+    await (after === "posted" ? this.statesPosted : this.checkpointing);
     this.lastRewindWaitMs = performance.now() - waiting;
     try {
       await emulator.stop();
       await action(api, emulator, disk);
       await emulator.run();
+      this.rewinds++;
       this.activityAtLastCheckpoint = this.activity;
       this.unsaved = false;
       this.status = "running";

@@ -18,6 +18,11 @@ export interface SaveOptions {
   id?: string;
   /** The machine shape the state was taken in (store-format.ts CheckpointRecord.hardware). */
   hardware?: Hardware;
+  /**
+   * Called once the checkpoint is listed and loadable from memory, before its packs are stored: a
+   * rewind asked for meanwhile need not wait for the store (disk-service.ts restoreCheckpoint).
+   */
+  onListed?: () => void;
 }
 
 /**
@@ -57,8 +62,16 @@ export class Checkpoints {
   private hurry: (() => void) | undefined;
   /** A background write that failed (a full quota, say): retried before the next checkpoint's. */
   private unstored: (() => Promise<void>) | undefined;
-  /** Checkpoints in use from memory whose background write has not landed yet. */
+  /** Checkpoints in use from memory whose write has not landed yet. */
   private readonly pending = new Set<string>();
+  /** New pieces of the checkpoint being written (not held until stored), by placeKey: load() reads them. */
+  private readonly unstoredPieces = new Map<string, Uint8Array>();
+  /**
+   * The places of the last checkpoint stored or loaded, by piece index: most pages of the next
+   * state are where they were, so a byte comparison with the piece held there identifies them
+   * without fingerprinting (see saveNow). Forgotten when a sweep moves or deletes pieces.
+   */
+  private lastPlaces: Place[] | undefined;
   /** Saves and sweeps, one at a time: a sweep must never see half a save's dedup decisions. */
   private queue: Promise<unknown> = Promise.resolve();
   onBackgroundError: (err: unknown) => void = () => undefined;
@@ -111,7 +124,18 @@ export class Checkpoints {
     const added: { place: Place; piece: Uint8Array; fingerprint: string }[] = [];
     const stored = new Map<number, StatePack>();
     const builder = new PackBuilder(this.nextPack, (n, list) => stored.set(n, packFrom(list)));
+    const last = this.lastPlaces;
+    const places: Place[] = [];
     for (const [i, piece] of pieces.entries()) {
+      const before = last?.[i];
+      if (before) {
+        const held = this.pieces.peek(placeKey(before));
+        if (held && equalBytes(held, piece)) {
+          places.push(before);
+          refs.set(before, 2 * i);
+          continue;
+        }
+      }
       const fingerprint = this.fingerprint(piece);
       let place = this.identify(fingerprint, piece);
       if (place === undefined) {
@@ -124,11 +148,13 @@ export class Checkpoints {
         added.push({ place, piece: copy, fingerprint });
         if (!fresh.has(fingerprint)) fresh.set(fingerprint, { place, piece: copy });
       }
+      places.push(place);
       refs.set(place, 2 * i);
     }
     this.nextPack = builder.close();
     const learn = () => {
       for (const { place, piece, fingerprint } of added) this.hold(place, piece, fingerprint);
+      this.lastPlaces = places;
     };
     const encoded = encodeRefs(refs);
     // The record's own weight counts too: its piece list and thumbnail (a few KiB each).
@@ -175,6 +201,8 @@ export class Checkpoints {
         await write();
         this.pending.delete(record.id);
       };
+      this.records.push(record);
+      options.onListed?.();
       this.writing = delay
         .then(() => {
           this.hurry = undefined;
@@ -185,18 +213,32 @@ export class Checkpoints {
           this.onBackgroundError(err);
         });
     } else {
-      // Pieces of a background checkpoint are named by later ones from memory: it must be stored
-      // before any of them is (or a page closed meanwhile would leave them naming missing packs).
-      this.hurry?.();
-      await this.writing;
-      if (this.unstored) {
-        await this.unstored();
-        this.unstored = undefined;
+      // Listed at once, pending until stored; its new pieces are readable (not identifiable: the
+      // next save, queued behind this one, finds them held once stored).
+      this.records.push(record);
+      this.pending.add(record.id);
+      for (const { place, piece } of added) this.unstoredPieces.set(placeKey(place), piece);
+      options.onListed?.();
+      try {
+        // Pieces of a background checkpoint are named by later ones from memory: it must be stored
+        // before any of them is (or a page closed meanwhile would leave them naming missing packs).
+        this.hurry?.();
+        await this.writing;
+        if (this.unstored) {
+          await this.unstored();
+          this.unstored = undefined;
+        }
+        await write();
+        learn();
+      } catch (err) {
+        // Not stored: not a checkpoint (the page reports the failure).
+        this.records.splice(this.records.indexOf(record), 1);
+        throw err;
+      } finally {
+        this.pending.delete(record.id);
+        this.unstoredPieces.clear();
       }
-      await write();
-      learn();
     }
-    this.records.push(record);
     return record;
   }
 
@@ -233,7 +275,7 @@ export class Checkpoints {
     if (refs.length !== 2 * record.pieceCount) throw new Error(`checkpoint ${id} is damaged (piece list)`);
     const places: Place[] = [];
     for (let i = 0; i < refs.length; i += 2) places.push([refs[i]!, refs[i + 1]!]);
-    const pieces = places.map((place) => this.pieces.get(placeKey(place)));
+    const pieces = places.map((place) => this.pieces.get(placeKey(place)) ?? this.unstoredPieces.get(placeKey(place)));
     const lacking = new Set(places.filter((_, i) => !pieces[i]).map(([pack]) => pack));
     if (lacking.size) {
       const read = new Map<string, Uint8Array>();
@@ -251,6 +293,9 @@ export class Checkpoints {
     }
     const state = joinState(pieces as Uint8Array[]);
     if (state.byteLength !== record.stateBytes) throw new Error(`checkpoint ${id} is damaged (size mismatch)`);
+    // The machine runs on from this state: its next checkpoint compares with these places (only
+    // pieces held count, so an unstored one's places are harmless).
+    this.lastPlaces = places;
     return { record, state };
   }
 
@@ -294,6 +339,7 @@ export class Checkpoints {
 
   /** Brings memory in line with a committed sweep: records gone or rewritten, pieces moved or dead. */
   private apply(sweep: CheckpointSweep): void {
+    this.lastPlaces = undefined;
     const gone = new Set(sweep.deleted);
     const rewritten = new Map(sweep.rewritten.map((r) => [r.id, r]));
     const kept = this.records.filter((r) => !gone.has(r.id)).map((r) => rewritten.get(r.id) ?? r);
@@ -319,6 +365,7 @@ export class Checkpoints {
   async refresh(): Promise<void> {
     this.pieces.clear();
     this.byFingerprint.clear();
+    this.lastPlaces = undefined;
     this.nextPack = (await this.store.lastPack(this.machine)) + 1;
     this.records.splice(0, this.records.length, ...(await this.store.listCheckpoints(this.machine)));
   }

@@ -258,6 +258,8 @@ export class DiskService {
   private checkpointsSinceThin = 0;
   private lastThin = Date.now();
   private thinning: Promise<SweepResult> | undefined;
+  /** Settles once every checkpoint posted so far is listed (saveCheckpoint; its store may go on). */
+  private listing: Promise<unknown> = Promise.resolve();
   private autoThinning = false;
 
   /** See setRepositoryPatience. */
@@ -519,8 +521,22 @@ export class DiskService {
     return this.opened.pointNow();
   }
 
-  /** Stores a machine state taken at `point` (see pointNow). */
-  async saveCheckpoint(point: Point, state: Uint8Array, options: SaveOptions): Promise<CheckpointSummary> {
+  /**
+   * Stores a machine state taken at `point` (see pointNow). Resolves once stored; a rewind asked
+   * for meanwhile waits only until it is listed (see restoreCheckpoint).
+   */
+  async saveCheckpoint(point: Point, state: Uint8Array, options: Omit<SaveOptions, "onListed">): Promise<CheckpointSummary> {
+    // Before any await: a restore posted after this save must find it listed (the fork rule).
+    let listed!: () => void;
+    this.listing = Promise.all([this.listing, new Promise<void>((resolve) => (listed = resolve))]);
+    try {
+      return await this.storeCheckpoint(point, state, { ...options, onListed: listed });
+    } finally {
+      listed();
+    }
+  }
+
+  private async storeCheckpoint(point: Point, state: Uint8Array, options: SaveOptions): Promise<CheckpointSummary> {
     await this.settled();
     const failed = (err: unknown) => {
       throw new Error(storageFailure(err, "this checkpoint"));
@@ -563,6 +579,9 @@ export class DiskService {
       return { checkpoint: shared.summary, state };
     }
     await this.settled();
+    // A checkpoint posted before this rewind is listed before it looks: one being stored at the
+    // target's point is newer, and the disk must fork from there (the store goes on meanwhile).
+    await this.listing;
     const { record, state } = await this.saved.load(id);
     const point = { branch: record.branch, seq: record.seq };
     const laterCheckpoint = (await this.saved.list()).some(

@@ -137,16 +137,20 @@ test("a rewind asked for while an automatic checkpoint is being stored lands, an
   await run(page, "echo $STAGE-$((7*7)); cat /root/stage", "one-2-49");
   await expect(terminal(page)).toContainText("stage-one");
 
-  // The checkpoint stored meanwhile is listed and holds what the guest had then. It lies ahead of
-  // "now" on the branch (no write since the rewind), so the strip does not draw it: it is
-  // restored as its card would (the session's rewindTo).
+  // The checkpoint stored meanwhile is listed (once its store lands, without `pending`), is in
+  // IndexedDB (a reload lists it) and holds what the guest had then. It lies ahead of "now" on
+  // the branch (no write since the rewind), so the strip does not draw it: it is restored as its
+  // card would (the session's rewindTo).
   let stored = "";
   await expect
     .poll(async () => {
-      stored = (await checkpoints()).find((c) => c.auto && !known.has(c.id))?.id ?? "";
+      stored = (await checkpoints()).find((c) => c.auto && !known.has(c.id) && !(c as { pending?: true }).pending)?.id ?? "";
       return stored;
     })
     .not.toBe("");
+  await page.reload();
+  await waitForShell(page);
+  await expect.poll(async () => (await checkpoints()).some((c) => c.id === stored)).toBe(true);
   await page.evaluate(async (id) => {
     type Summary = { id: string };
     const s = (window as unknown as { sandglass: { timeline: { checkpoints: Summary[] }; rewindTo(c: Summary): Promise<void> } }).sandglass;

@@ -152,4 +152,89 @@ describe("Checkpoints", () => {
     expect((await reopened.load(first.id)).state).toEqual(shared);
     store.close();
   });
+
+  it("lists a checkpoint, pending and loadable, before its store lands; one whose store fails is unlisted and named by no later one", async () => {
+    const store = await LocalStore.open("checkpoints-listed");
+    const checkpoints = await Checkpoints.open(store, "m");
+    const first = v86State([pages([1, 2, 3]), pages([9])]);
+    const second = v86State([pages([1, 2, 4]), pages([9])]);
+    await checkpoints.save({ branch: 0, seq: 1 }, first.slice(), { auto: true });
+    // The store of the next one is held back, as IndexedDB may be under a rewind's load.
+    const put = store.putCheckpoint.bind(store);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    store.putCheckpoint = async (...args) => {
+      await held;
+      return put(...args);
+    };
+    let listedAt = -1;
+    const saving = checkpoints.save({ branch: 0, seq: 2 }, second.slice(), { auto: true, onListed: () => (listedAt = Date.now()) });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(listedAt).toBeGreaterThan(0);
+    const [pending] = (await checkpoints.list()).filter((c) => c.seq === 2);
+    expect(pending && checkpoints.isPending(pending.id)).toBe(true);
+    expect((await checkpoints.load(pending!.id)).state).toEqual(second);
+    release();
+    const record = await saving;
+    expect(checkpoints.isPending(record.id)).toBe(false);
+    expect((await (await Checkpoints.open(store, "m")).load(record.id)).state).toEqual(second);
+
+    // A store that fails (a full quota): not listed, and its new page is stored again by the next.
+    const third = v86State([pages([1, 2, 5]), pages([9])]);
+    store.putCheckpoint = () => Promise.reject(new DOMException("full", "QuotaExceededError"));
+    await expect(checkpoints.save({ branch: 0, seq: 3 }, third.slice(), { auto: true })).rejects.toThrow("full");
+    expect((await checkpoints.list()).map((c) => c.seq)).toEqual([1, 2]);
+    store.putCheckpoint = put;
+    const again = await checkpoints.save({ branch: 0, seq: 3 }, third.slice(), { auto: true });
+    expect(again.storedBytes).toBe(PAGE + again.refs.byteLength);
+    expect((await (await Checkpoints.open(store, "m")).load(again.id)).state).toEqual(third);
+    store.close();
+  });
+
+  it("finds the pages still where the last checkpoint had them by comparing bytes, without fingerprinting them", async () => {
+    const store = await LocalStore.open("checkpoints-in-place");
+    const counting = countingFingerprinter();
+    const checkpoints = await Checkpoints.open(store, "m", counting.hasher);
+    const ram = Array.from({ length: 32 }, (_, i) => i + 1);
+    const first = await checkpoints.save({ branch: 0, seq: 1 }, v86State([pages(ram)]), { auto: true });
+    expect(counting.hashed()).toBe(33); // the header piece and every page
+    const changed = [...ram];
+    changed[7] = 700;
+    const second = await checkpoints.save({ branch: 0, seq: 2 }, v86State([pages(changed)]), { auto: true });
+    expect(counting.hashed()).toBe(1); // the changed page alone
+    expect(second.storedBytes).toBe(PAGE + second.refs.byteLength);
+    // A rewind to the first, then a state like it but one page: compared with the first's places.
+    await checkpoints.load(first.id);
+    const third = [...ram];
+    third[20] = 900;
+    await checkpoints.save({ branch: 0, seq: 3 }, v86State([pages(third)]), { auto: true });
+    expect(counting.hashed()).toBe(1);
+    const reopened = await Checkpoints.open(store, "m");
+    expect((await reopened.load(second.id)).state).toEqual(v86State([pages(changed)]));
+    store.close();
+  });
 });
+
+/** A fingerprinter (SHA-256, as good as xxHash64 here) that counts the pieces it hashed since last asked. */
+function countingFingerprinter(): { hasher: IHasher; hashed: () => number } {
+  let count = 0;
+  let hash = createHash("sha256");
+  const hasher = {
+    init() {
+      hash = createHash("sha256");
+      count++;
+    },
+    update(data: Uint8Array) {
+      hash.update(data);
+    },
+    digest: () => hash.digest("hex"),
+  } as unknown as IHasher;
+  return {
+    hasher,
+    hashed: () => {
+      const n = count;
+      count = 0;
+      return n;
+    },
+  };
+}
