@@ -267,8 +267,11 @@ export class Checkpoints {
     this.byFingerprint.set(fingerprint, place);
   }
 
-  /** The checkpoint and its state, byte for byte as v86 saved it. */
-  async load(id: string): Promise<{ record: CheckpointRecord; state: Uint8Array }> {
+  /**
+   * The checkpoint and its state, byte for byte as v86 saved it. `resumed`: the machine runs on
+   * from it (a rewind), so the next checkpoint compares its pages with this one's.
+   */
+  async load(id: string, resumed = false): Promise<{ record: CheckpointRecord; state: Uint8Array }> {
     const record = this.records.find((r) => r.id === id);
     if (!record) throw new Error(`no checkpoint ${id} in this machine`);
     const refs = decodeRefs(record.refs);
@@ -293,9 +296,8 @@ export class Checkpoints {
     }
     const state = joinState(pieces as Uint8Array[]);
     if (state.byteLength !== record.stateBytes) throw new Error(`checkpoint ${id} is damaged (size mismatch)`);
-    // The machine runs on from this state: its next checkpoint compares with these places (only
-    // pieces held count, so an unstored one's places are harmless).
-    this.lastPlaces = places;
+    // Only pieces held count there, so an unstored checkpoint's places are harmless.
+    if (resumed) this.lastPlaces = places;
     return { record, state };
   }
 

@@ -582,7 +582,7 @@ export class DiskService {
     // A checkpoint posted before this rewind is listed before it looks: one being stored at the
     // target's point is newer, and the disk must fork from there (the store goes on meanwhile).
     await this.listing;
-    const { record, state } = await this.saved.load(id);
+    const { record, state } = await this.saved.load(id, true);
     const point = { branch: record.branch, seq: record.seq };
     const laterCheckpoint = (await this.saved.list()).some(
       (c) => c.branch === record.branch && c.seq === record.seq && c.time > record.time,

@@ -2,7 +2,8 @@
  * Checkpoint storage: states shaped like v86's (header, JSON info, 4 KiB-cut buffers) saved one
  * after another come back byte for byte, also after reopening the store, and a piece seen before
  * (found by its fingerprint and confirmed byte for byte) is not stored again, even when pages move
- * within a buffer.
+ * within a buffer, or found in place without a fingerprint. A checkpoint is listed (pending) and
+ * loadable before its store lands, and unlisted if the store fails.
  */
 import "fake-indexeddb/auto";
 import { createHash } from "node:crypto";
@@ -204,7 +205,7 @@ describe("Checkpoints", () => {
     expect(counting.hashed()).toBe(1); // the changed page alone
     expect(second.storedBytes).toBe(PAGE + second.refs.byteLength);
     // A rewind to the first, then a state like it but one page: compared with the first's places.
-    await checkpoints.load(first.id);
+    await checkpoints.load(first.id, true);
     const third = [...ram];
     third[20] = 900;
     await checkpoints.save({ branch: 0, seq: 3 }, v86State([pages(third)]), { auto: true });
