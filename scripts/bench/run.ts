@@ -552,9 +552,10 @@ async function checkpointBench(page: Page, guest: Guest, rewinds = 3): Promise<v
     const n = Math.floor(Math.random() * 1e6);
     await typeApp(page, `dd if=/dev/urandom of=/root/storing bs=64k count=16 2>/dev/null; sync; echo stored-$((${n}+1))\n`);
     await waitFor(async () => (await serialOfApp(page)).includes(`stored-${n + 1}`), 60_000, "write");
-    const { totalMs: ms, waitedMs } = await timeRewind(page, `[data-testid="point"][data-id="${target}"]`, true);
+    const { totalMs: ms, waitedMs, storing } = await timeRewind(page, `[data-testid="point"][data-id="${target}"]`, true);
     // The page waits only until that checkpoint's state is posted to the worker (session.svelte.ts rewindTo).
-    rows.push(["rewind while an automatic checkpoint is stored", `${ms} ms click → shell answering (${waitedMs} ms of it waiting for its state to be posted)`]);
+    const when = storing ? "" : "; NOT during the store: the checkpoint had ended";
+    rows.push(["rewind while an automatic checkpoint is stored", `${ms} ms click → shell answering (${waitedMs} ms of it waiting for its state to be posted${when})`]);
   }
   table(`Checkpoints on an idle machine, ${guest.label} (${guest.memoryMiB} MiB RAM)`, ["Measure", "Figure"], rows);
 }
@@ -564,13 +565,14 @@ async function checkpointBench(page: Page, guest: Guest, rewinds = 3): Promise<v
  * typed once the machine runs again: no DevTools round trip or polling interval is counted.
  * `selector`: the timeline card to click; null calls the session's rewindTo (what that click
  * calls) with `window.benchTarget`, for histories whose card may not be in the DOM.
- * Returns ms for the whole, and until the machine ran again ("restore").
+ * Returns ms for the whole, and until the machine ran again ("restore"); `storing`: the automatic
+ * checkpoint waited for was still under way when the rewind was asked for.
  */
 export async function timeRewind(
   page: Page,
   selector: string | null,
   whileStoring = false,
-): Promise<{ totalMs: number; restoreMs: number; waitedMs: number }> {
+): Promise<{ totalMs: number; restoreMs: number; waitedMs: number; storing: boolean }> {
   return page.evaluate(async ({ sel, storing }) => {
     const w = window as unknown as { sandglass: any; benchTarget: unknown };
     const s = w.sandglass;
@@ -595,6 +597,7 @@ export async function timeRewind(
       },
       () => undefined,
     );
+    const busy = s.busy;
     const started = performance.now();
     if (sel === null) {
       await s.rewindTo(w.benchTarget);
@@ -613,7 +616,7 @@ export async function timeRewind(
     await answer;
     clearInterval(retry);
     stop();
-    return { totalMs: Math.round(performance.now() - started), restoreMs: Math.round(restoreMs), waitedMs: Math.round(s.debug.lastRewindWaitMs ?? -1) };
+    return { totalMs: Math.round(performance.now() - started), restoreMs: Math.round(restoreMs), waitedMs: Math.round(s.debug.lastRewindWaitMs ?? -1), storing: busy };
   }, { sel: selector, storing: whileStoring });
 }
 
