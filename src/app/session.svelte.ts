@@ -347,7 +347,7 @@ export class Session {
     const run = this.checkpointing.then(() => this.takeCheckpoint(auto, name, posted)).finally(posted);
     this.checkpointing = run.catch(() => undefined);
     this.statesPosted = Promise.all([this.statesPosted, statePosted]);
-    // The timeline shows it after the store: a rewind asked for meanwhile waits for the store only.
+    // The timeline shows it once stored; a rewind asked for meanwhile waits only until it is posted.
     return run.then(async (saved) => {
       if (saved) await this.showTimeline();
       return saved;
