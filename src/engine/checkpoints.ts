@@ -67,11 +67,12 @@ export class Checkpoints {
   /** New pieces of the checkpoint being written (not held until stored), by placeKey: load() reads them. */
   private readonly unstoredPieces = new Map<string, Uint8Array>();
   /**
-   * The places of the last checkpoint stored or loaded, by piece index: most pages of the next
-   * state are where they were, so a byte comparison with the piece held there identifies them
-   * without fingerprinting (see saveNow). Forgotten when a sweep moves or deletes pieces.
+   * The piece list (pack, index pairs) of the last checkpoint stored or rewound to: most pages of
+   * the next state are where they were, so a byte comparison with the piece held there
+   * identifies them without fingerprinting (see saveNow). Forgotten when a sweep moves or
+   * deletes pieces.
    */
-  private lastPlaces: Place[] | undefined;
+  private lastRefs: Uint32Array | undefined;
   /** Saves and sweeps, one at a time: a sweep must never see half a save's dedup decisions. */
   private queue: Promise<unknown> = Promise.resolve();
   onBackgroundError: (err: unknown) => void = () => undefined;
@@ -124,14 +125,12 @@ export class Checkpoints {
     const added: { place: Place; piece: Uint8Array; fingerprint: string }[] = [];
     const stored = new Map<number, StatePack>();
     const builder = new PackBuilder(this.nextPack, (n, list) => stored.set(n, packFrom(list)));
-    const last = this.lastPlaces;
-    const places: Place[] = [];
+    const last = this.lastRefs;
     for (const [i, piece] of pieces.entries()) {
-      const before = last?.[i];
-      if (before) {
+      if (last && 2 * i + 1 < last.length) {
+        const before: Place = [last[2 * i]!, last[2 * i + 1]!];
         const held = this.pieces.peek(placeKey(before));
         if (held && equalBytes(held, piece)) {
-          places.push(before);
           refs.set(before, 2 * i);
           continue;
         }
@@ -148,13 +147,12 @@ export class Checkpoints {
         added.push({ place, piece: copy, fingerprint });
         if (!fresh.has(fingerprint)) fresh.set(fingerprint, { place, piece: copy });
       }
-      places.push(place);
       refs.set(place, 2 * i);
     }
     this.nextPack = builder.close();
     const learn = () => {
       for (const { place, piece, fingerprint } of added) this.hold(place, piece, fingerprint);
-      this.lastPlaces = places;
+      this.lastRefs = refs;
     };
     const encoded = encodeRefs(refs);
     // The record's own weight counts too: its piece list and thumbnail (a few KiB each).
@@ -186,9 +184,15 @@ export class Checkpoints {
       record.storedBytes = recordBytes + packBytes;
       await this.store.putCheckpoint(record, stored);
     };
+    // Listed at once, pending until stored, and loadable meanwhile: a background checkpoint's new
+    // pieces are held (and identifiable) at once; another's are only readable until stored (the
+    // next save, queued behind this one, finds them held then).
+    if (background) learn();
+    else for (const { place, piece } of added) this.unstoredPieces.set(placeKey(place), piece);
+    this.records.push(record);
+    this.pending.add(record.id);
+    options.onListed?.();
     if (background) {
-      learn();
-      this.pending.add(record.id);
       // Deferred: storing tens of MiB competes for the CPU with the emulator starting up.
       const delay = new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, BACKGROUND_DELAY_MS);
@@ -201,8 +205,6 @@ export class Checkpoints {
         await write();
         this.pending.delete(record.id);
       };
-      this.records.push(record);
-      options.onListed?.();
       this.writing = delay
         .then(() => {
           this.hurry = undefined;
@@ -213,12 +215,6 @@ export class Checkpoints {
           this.onBackgroundError(err);
         });
     } else {
-      // Listed at once, pending until stored; its new pieces are readable (not identifiable: the
-      // next save, queued behind this one, finds them held once stored).
-      this.records.push(record);
-      this.pending.add(record.id);
-      for (const { place, piece } of added) this.unstoredPieces.set(placeKey(place), piece);
-      options.onListed?.();
       try {
         // Pieces of a background checkpoint are named by later ones from memory: it must be stored
         // before any of them is (or a page closed meanwhile would leave them naming missing packs).
@@ -278,7 +274,10 @@ export class Checkpoints {
     if (refs.length !== 2 * record.pieceCount) throw new Error(`checkpoint ${id} is damaged (piece list)`);
     const places: Place[] = [];
     for (let i = 0; i < refs.length; i += 2) places.push([refs[i]!, refs[i + 1]!]);
-    const pieces = places.map((place) => this.pieces.get(placeKey(place)) ?? this.unstoredPieces.get(placeKey(place)));
+    const pieces = places.map((place) => {
+      const key = placeKey(place);
+      return this.pieces.get(key) ?? this.unstoredPieces.get(key);
+    });
     const lacking = new Set(places.filter((_, i) => !pieces[i]).map(([pack]) => pack));
     if (lacking.size) {
       const read = new Map<string, Uint8Array>();
@@ -297,7 +296,7 @@ export class Checkpoints {
     const state = joinState(pieces as Uint8Array[]);
     if (state.byteLength !== record.stateBytes) throw new Error(`checkpoint ${id} is damaged (size mismatch)`);
     // Only pieces held count there, so an unstored checkpoint's places are harmless.
-    if (resumed) this.lastPlaces = places;
+    if (resumed) this.lastRefs = refs;
     return { record, state };
   }
 
@@ -341,7 +340,7 @@ export class Checkpoints {
 
   /** Brings memory in line with a committed sweep: records gone or rewritten, pieces moved or dead. */
   private apply(sweep: CheckpointSweep): void {
-    this.lastPlaces = undefined;
+    this.lastRefs = undefined;
     const gone = new Set(sweep.deleted);
     const rewritten = new Map(sweep.rewritten.map((r) => [r.id, r]));
     const kept = this.records.filter((r) => !gone.has(r.id)).map((r) => rewritten.get(r.id) ?? r);
@@ -367,7 +366,7 @@ export class Checkpoints {
   async refresh(): Promise<void> {
     this.pieces.clear();
     this.byFingerprint.clear();
-    this.lastPlaces = undefined;
+    this.lastRefs = undefined;
     this.nextPack = (await this.store.lastPack(this.machine)) + 1;
     this.records.splice(0, this.records.length, ...(await this.store.listCheckpoints(this.machine)));
   }
